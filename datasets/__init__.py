@@ -1,0 +1,1 @@
+"""Data readers, graph building and data sets: not implemented yet."""

@@ -1,0 +1,1 @@
+"""Interatomic potentials built from equitensor's public pieces (MACE, TensorNet): not implemented yet."""
