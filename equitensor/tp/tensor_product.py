@@ -1,0 +1,207 @@
+"""Tensor-product modules with e3nn's interface: instructions, normalization, weight layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from math import prod
+
+import torch
+from torch import nn
+
+from equitensor.irreps import Irreps
+from equitensor.tp.backends import make_executor
+from equitensor.tp.spec import Instruction, TensorProductSpec
+
+
+def _check_last_dim(name: str, x: torch.Tensor, irreps: Irreps) -> None:
+    if x.shape[-1] != irreps.dim:
+        raise ValueError(
+            f"{name} has last dimension {x.shape[-1]} but {irreps} needs {irreps.dim} (shape {tuple(x.shape)})"
+        )
+
+
+class TensorProduct(nn.Module):
+    """Bilinear equivariant product ``x1 (x) x2 -> out`` given by e3nn-style instructions.
+
+    Each instruction is ``(i_in1, i_in2, i_out, mode, has_weight[, path_weight])`` with mode in
+    ``uvw, uvu, uvv, uuw, uuu, uvuv, uvu<v, u<vw``. With the same weight vector it returns the
+    numbers of e3nn's ``o3.TensorProduct`` (same normalization, same weight layout).
+
+    Called as ``tp(x1, x2, weight=None)``; leading dimensions broadcast. ``weight`` has shape
+    ``(weight_numel,)`` when ``shared_weights`` and ``(..., weight_numel)`` otherwise.
+    """
+
+    def __init__(
+        self,
+        irreps_in1,
+        irreps_in2,
+        irreps_out,
+        instructions: Sequence[tuple],
+        *,
+        in1_var: Sequence[float] | None = None,
+        in2_var: Sequence[float] | None = None,
+        out_var: Sequence[float] | None = None,
+        irrep_normalization: str | None = None,
+        path_normalization: str | None = None,
+        internal_weights: bool | None = None,
+        shared_weights: bool | None = None,
+        backend: str = "cg",
+    ) -> None:
+        super().__init__()
+        self.spec = TensorProductSpec.build(
+            irreps_in1,
+            irreps_in2,
+            irreps_out,
+            instructions,
+            in1_var=in1_var,
+            in2_var=in2_var,
+            out_var=out_var,
+            irrep_normalization=irrep_normalization,
+            path_normalization=path_normalization,
+        )
+        if shared_weights is False and internal_weights is None:
+            internal_weights = False
+        shared_weights = True if shared_weights is None else shared_weights
+        if internal_weights is None:
+            internal_weights = shared_weights and any(ins.has_weight for ins in self.instructions)
+        if internal_weights and not shared_weights:
+            raise ValueError("internal_weights=True requires shared_weights=True")
+        self.shared_weights = shared_weights
+        self.internal_weights = internal_weights
+        self.backend = backend
+        self.executor = make_executor(backend, self.spec)
+        if internal_weights and self.weight_numel > 0:
+            self.weight = nn.Parameter(torch.randn(self.weight_numel))
+        else:
+            self.register_parameter("weight", None)
+
+    irreps_in1 = property(lambda self: self.spec.irreps_in1)
+    irreps_in2 = property(lambda self: self.spec.irreps_in2)
+    irreps_out = property(lambda self: self.spec.irreps_out)
+    instructions = property(lambda self: list(self.spec.instructions))
+    weight_numel = property(lambda self: self.spec.weight_numel)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out} | "
+            f"{len(self.spec.instructions)} paths | {self.weight_numel} weights | backend={self.backend})"
+        )
+
+    def _weight(self, weight: torch.Tensor | None) -> torch.Tensor | None:
+        if weight is None:
+            if self.weight_numel > 0 and not self.internal_weights:
+                raise ValueError(
+                    f"this TensorProduct has no internal weights: pass weight of shape "
+                    f"{'(' if self.shared_weights else '(..., '}{self.weight_numel},)"
+                )
+            return self.weight
+        if self.shared_weights and weight.shape != (self.weight_numel,):
+            raise ValueError(f"weight must have shape ({self.weight_numel},), got {tuple(weight.shape)}")
+        if not self.shared_weights and (weight.dim() < 1 or weight.shape[-1] != self.weight_numel):
+            raise ValueError(f"weight must have shape (..., {self.weight_numel}), got {tuple(weight.shape)}")
+        return weight
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        _check_last_dim("x1", x1, self.irreps_in1)
+        _check_last_dim("x2", x2, self.irreps_in2)
+        weight = self._weight(weight)
+        per_sample = weight is not None and not self.shared_weights
+        leading = [x1.shape[:-1], x2.shape[:-1]] + ([weight.shape[:-1]] if per_sample else [])
+        batch = torch.broadcast_shapes(*leading)
+        z = prod(batch)
+        x1 = x1.expand(batch + x1.shape[-1:]).reshape(z, x1.shape[-1])
+        x2 = x2.expand(batch + x2.shape[-1:]).reshape(z, x2.shape[-1])
+        if per_sample:
+            weight = weight.expand(batch + weight.shape[-1:]).reshape(z, weight.shape[-1])
+        out = self.executor(x1, x2, weight)
+        return out.reshape(batch + (self.irreps_out.dim,))
+
+    def weight_views(self, weight: torch.Tensor | None = None) -> Iterator[tuple[Instruction, torch.Tensor]]:
+        """Yield ``(instruction, weight view of shape (..., *path_shape))`` for weighted paths."""
+        weight = self._weight(weight)
+        offset = 0
+        for ins in self.spec.instructions:
+            if ins.has_weight:
+                flat = weight[..., offset : offset + ins.weight_numel]
+                offset += ins.weight_numel
+                yield ins, flat.reshape(flat.shape[:-1] + ins.path_shape)
+
+
+def _filter(filter_ir_out):
+    if filter_ir_out is None:
+        return None
+    from equitensor.irreps import Irrep
+
+    return [Irrep(ir) for ir in filter_ir_out]
+
+
+class FullyConnectedTensorProduct(TensorProduct):
+    """All paths ``(i1, i2) -> i_out`` allowed by the selection rules, mode ``uvw``, weighted."""
+
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, **kwargs) -> None:
+        irreps_in1, irreps_in2, irreps_out = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_out)
+        instructions = [
+            (i1, i2, io, "uvw", True, 1.0)
+            for i1, (_, ir1) in enumerate(irreps_in1)
+            for i2, (_, ir2) in enumerate(irreps_in2)
+            for io, (_, ir_out) in enumerate(irreps_out)
+            if ir_out in ir1 * ir2
+        ]
+        super().__init__(irreps_in1, irreps_in2, irreps_out, instructions, **kwargs)
+
+
+class FullTensorProduct(TensorProduct):
+    """Every product ``x1_u (x) x2_v`` (mode ``uvuv``), no weights; outputs sorted like e3nn."""
+
+    def __init__(self, irreps_in1, irreps_in2, filter_ir_out=None, **kwargs) -> None:
+        irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
+        keep = _filter(filter_ir_out)
+        out, instructions = [], []
+        for i1, (mul1, ir1) in enumerate(irreps_in1):
+            for i2, (mul2, ir2) in enumerate(irreps_in2):
+                for ir_out in ir1 * ir2:
+                    if keep is not None and ir_out not in keep:
+                        continue
+                    instructions.append((i1, i2, len(out), "uvuv", False))
+                    out.append((mul1 * mul2, ir_out))
+        irreps_out, p, _ = Irreps(out).sort()
+        instructions = [(i1, i2, p[io], mode, w) for i1, i2, io, mode, w in instructions]
+        super().__init__(irreps_in1, irreps_in2, irreps_out, instructions, **kwargs)
+
+
+class ElementwiseTensorProduct(TensorProduct):
+    """Channel-by-channel products ``x1_u (x) x2_u`` (mode ``uuu``), no weights."""
+
+    def __init__(self, irreps_in1, irreps_in2, filter_ir_out=None, **kwargs) -> None:
+        irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
+        if irreps_in1.num_irreps != irreps_in2.num_irreps:
+            raise ValueError(
+                f"{irreps_in1} and {irreps_in2} must have the same number of irreps "
+                f"({irreps_in1.num_irreps} != {irreps_in2.num_irreps})"
+            )
+        irreps_in1, irreps_in2 = _split_to_match(irreps_in1, irreps_in2)
+        keep = _filter(filter_ir_out)
+        out, instructions = [], []
+        for i, ((mul, ir1), (_, ir2)) in enumerate(zip(irreps_in1, irreps_in2)):
+            for ir_out in ir1 * ir2:
+                if keep is not None and ir_out not in keep:
+                    continue
+                instructions.append((i, i, len(out), "uuu", False))
+                out.append((mul, ir_out))
+        super().__init__(irreps_in1, irreps_in2, out, instructions, **kwargs)
+
+
+def _split_to_match(irreps1: Irreps, irreps2: Irreps) -> tuple[Irreps, Irreps]:
+    """Split blocks so both irreps have the same multiplicity block by block."""
+    a, b = list(irreps1), list(irreps2)
+    i = 0
+    while i < len(a):
+        (mul1, ir1), (mul2, ir2) = a[i], b[i]
+        if mul1 < mul2:
+            b[i] = (mul1, ir2)
+            b.insert(i + 1, (mul2 - mul1, ir2))
+        elif mul2 < mul1:
+            a[i] = (mul2, ir1)
+            a.insert(i + 1, (mul1 - mul2, ir1))
+        i += 1
+    return Irreps(a), Irreps(b)
