@@ -16,7 +16,8 @@ from equitensor.tp.spec import Instruction, TensorProductSpec
 def _check_last_dim(name: str, x: torch.Tensor, irreps: Irreps) -> None:
     if x.shape[-1] != irreps.dim:
         raise ValueError(
-            f"{name} has last dimension {x.shape[-1]} but {irreps} needs {irreps.dim} (shape {tuple(x.shape)})"
+            f"{name} has last dimension {x.shape[-1]} but {irreps} needs {irreps.dim} "
+            f"(shape {tuple(x.shape)})"
         )
 
 
