@@ -145,8 +145,6 @@ def random_case(seed: int, modes=MODES) -> dict:
             continue
         i2 = rng.choice(choices)
         mul2, ir2 = in2[i2]
-        if mode == "u<vw" and mul1 < 2 and weight_numel == 0:
-            continue  # known bug, see test_weighted_path_without_weight_entries
         ir_out = rng.choice(ir1 * ir2)
         has_weight = mode in ("uvw", "u<vw") or rng.random() < 0.7
         required = _required_mul_out(mode, mul1, mul2, has_weight)
@@ -419,12 +417,6 @@ def test_elementwise_splits_mismatched_multiplicities():
     assert str(tp.irreps_in2) == "1x1o+2x2e+2x2e"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG in the cg backend: a weighted path with zero weight entries ('u<vw' with mul 1) "
-    "indexes weight=None when weight_numel == 0",
-)
 @pytest.mark.parametrize("internal", [True, False])
 def test_weighted_path_without_weight_entries(internal):
     args = ("1x1o", "1x1o", "2x0e", [(0, 0, 0, "u<vw", True)])
@@ -490,11 +482,6 @@ def test_broadcasting_shared_weights():
         assert torch.allclose(got[i, j], ours(x1[i, 0], x2[0, j], w), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG in the cg backend: reshape(z, ..., -1) is ambiguous for an empty batch (z == 0)",
-)
 @pytest.mark.parametrize("shared", [True, False])
 def test_empty_batch(shared):
     ours, _ = _broadcast_tp(shared=shared)
@@ -786,16 +773,9 @@ def test_to_float64(convert):
     with _float64_default():
         ref = o3.FullyConnectedTensorProduct(*FCTP_IRREPS)
     _copy_weight(tp, ref)
-    # float32-accurate only, see test_float64_precision_of_a_module_built_in_float32
-    assert_close_rel(tp(x1, x2), call_e3nn(ref, x1, x2), 1e-6, "module converted to float64")
+    assert_close_rel(tp(x1, x2), call_e3nn(ref, x1, x2), 1e-10, "module converted to float64")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (shared with e3nn): the cg backend stores its CG constants in the default dtype at "
-    "construction, so a module built under float32 and converted with .double()/.to(float64), or "
-    "fed float64 inputs, computes with float32-rounded constants (relative error ~1e-8)",
-)
 @pytest.mark.parametrize("how", ["to", "double", "float64_inputs"])
 def test_float64_precision_of_a_module_built_in_float32(how):
     with _default_dtype(torch.float32):

@@ -48,8 +48,9 @@ def _plan(spec: TensorProductSpec) -> list[_Group]:
     ir1s, ir2s, outs = spec.irreps_in1, spec.irreps_in2, spec.irreps_out
     keys: dict[tuple, list[int]] = {}
     for index, ins in enumerate(spec.instructions):
-        if ins.coefficient == 0 or 0 in (ir1s[ins.i_in1].mul, ir2s[ins.i_in2].mul, outs[ins.i_out].mul):
-            continue
+        empty = 0 in (ir1s[ins.i_in1].mul, ir2s[ins.i_in2].mul, outs[ins.i_out].mul)
+        if empty or ins.coefficient == 0 or (ins.has_weight and ins.weight_numel == 0):
+            continue  # contributes exactly zero
         key = (ins.i_in1, ir2s[ins.i_in2].mul, ins.connection_mode.startswith("uu"))
         keys.setdefault(key, []).append(index)
 
@@ -97,7 +98,7 @@ def _sparse_contraction(spec: TensorProductSpec, group: _Group) -> tuple[torch.T
     return index, value
 
 
-def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None, triu):
+def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None):
     """One path: ``x1`` is (z, u, i), ``m`` is (z, v, i, k) (x2 already contracted with the CG
     tensor), ``w`` the path's weights, shared or per sample. Returns (z, mul_out, k).
 
@@ -110,7 +111,7 @@ def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.
     if mode == "uvu":
         if w is None:
             return torch.bmm(x1, m.sum(1))
-        a = torch.einsum(f"zui,{s}uv->zuvi", x1, w).reshape(z, -1, mul2 * dim1)
+        a = torch.einsum(f"zui,{s}uv->zuvi", x1, w).reshape(z, x1.shape[1], mul2 * dim1)
         return torch.bmm(a, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uvv":
         y = (
@@ -120,7 +121,7 @@ def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.
         )
         return torch.einsum("zvi,zvik->zvk", y, m)
     if mode == "uvw":
-        y = torch.einsum(f"zui,{s}uvw->zwvi", x1, w).reshape(z, -1, mul2 * dim1)
+        y = torch.einsum(f"zui,{s}uvw->zwvi", x1, w).reshape(z, w.shape[-1], mul2 * dim1)
         return torch.bmm(y, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uuu":
         return torch.einsum("zui,zuik->zuk", x1 if w is None else x1 * w.unsqueeze(-1), m)
@@ -130,8 +131,9 @@ def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.
     t = torch.einsum("zui,zvik->zuvk", x1, m)
     if mode == "uvuv":
         out = t if w is None else t * w.unsqueeze(-1)
-        return out.reshape(z, -1, dim_out)
-    pairs = t[:, triu[0], triu[1]]
+        return out.reshape(z, x1.shape[1] * mul2, dim_out)
+    u, v = torch.triu_indices(mul2, mul2, 1, device=t.device)
+    pairs = t[:, u, v]
     if mode == "uvu<v":
         return pairs if w is None else pairs * w.unsqueeze(-1)
     if mode == "u<vw":
@@ -150,13 +152,18 @@ class CGTensorProduct(nn.Module):
         self.spec = spec
         self.groups = _plan(spec)
         self.weight_sizes = [ins.weight_numel for ins in spec.instructions]
-        for g, group in enumerate(self.groups):
-            index, value = _sparse_contraction(spec, group)
-            self.register_buffer(f"cg_index_{g}", index, persistent=False)
-            self.register_buffer(f"cg_value_{g}", value.to(torch.get_default_dtype()), persistent=False)
-        muls = {spec.irreps_in1[ins.i_in1].mul for ins in spec.instructions if "<" in ins.connection_mode}
-        for mul in muls:
-            self.register_buffer(f"triu_{mul}", torch.triu_indices(mul, mul, 1), persistent=False)
+        # float64 masters, cast once per (dtype, device) on use: not buffers, so that a module
+        # built in float32 and moved to float64 keeps exact constants
+        self._tables = [_sparse_contraction(spec, group) for group in self.groups]
+        self._cast: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def _tables_for(
+        self, dtype: torch.dtype, device: torch.device
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        key = (dtype, device)
+        if key not in self._cast:
+            self._cast[key] = [(i.to(device), v.to(device=device, dtype=dtype)) for i, v in self._tables]
+        return self._cast[key]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         spec = self.spec
@@ -167,8 +174,9 @@ class CGTensorProduct(nn.Module):
         x2_blocks = x2.split([mul * ir.dim for mul, ir in ir2s], dim=-1)
         weights = None if weight is None else weight.split(self.weight_sizes, dim=-1)
         contributions: list[list[torch.Tensor]] = [[] for _ in outs]
+        tables = self._tables_for(x2.dtype, x2.device)
 
-        for g, group in enumerate(self.groups):
+        for group, (index, value) in zip(self.groups, tables):
             mul1, ir1 = ir1s[group.i_in1]
             mul2 = ir2s[group.blocks_in2[0]].mul
             x1_block = x1_blocks[group.i_in1].reshape(z, mul1, ir1.dim)
@@ -176,11 +184,9 @@ class CGTensorProduct(nn.Module):
                 [x2_blocks[b].reshape(z, mul2, ir2s[b].ir.dim) for b in group.blocks_in2], -1
             )
 
-            index = getattr(self, f"cg_index_{g}")
-            value = getattr(self, f"cg_value_{g}").to(x2.dtype)
             width, columns = index.shape
             gathered = x2_group[:, :, index.flatten()].reshape(z, mul2, width, columns)
-            m = (gathered * value).sum(2).reshape(z, mul2, ir1.dim, -1)  # (z, v, i, K)
+            m = (gathered * value).sum(2).reshape(z, mul2, ir1.dim, group.paths[-1].k_stop)  # (z, v, i, K)
             m_paths = m.split([path.k_stop - path.k_start for path in group.paths], dim=-1)
 
             for path, m_path in zip(group.paths, m_paths):
@@ -189,9 +195,8 @@ class CGTensorProduct(nn.Module):
                 if ins.has_weight:
                     flat = weights[path.index]
                     w = flat.reshape(flat.shape[:-1] + ins.path_shape)
-                triu = getattr(self, f"triu_{mul1}", None)
-                out = _path_product(ins, x1_block, m_path, w, triu)
-                contributions[ins.i_out].append(out.reshape(z, -1))
+                out = _path_product(ins, x1_block, m_path, w)
+                contributions[ins.i_out].append(out.reshape(z, out.shape[1] * out.shape[2]))
 
         # write each block into its columns: faster than torch.cat on the last dimension,
         # and its backward hands out views of the output gradient
