@@ -44,6 +44,16 @@ def _as_int(x: Any, what: str) -> int:
     return x
 
 
+def _tuple_eq(value: tuple, other: object, parse) -> bool:
+    """Tuple equality that also accepts the string form (``Irreps("0e") == "1x0e"``)."""
+    if isinstance(other, str):
+        try:
+            other = parse(other)
+        except ValueError:
+            return False
+    return tuple.__eq__(value, other)
+
+
 class Irrep(tuple):
     """Irreducible representation of O(3): degree ``l >= 0`` and parity ``p = +1 ('e') | -1 ('o')``.
 
@@ -102,12 +112,7 @@ class Irrep(tuple):
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irrep(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
+        return _tuple_eq(self, other, Irrep)
 
     def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
@@ -333,12 +338,7 @@ class Irreps(tuple):
         return Irreps(x) if isinstance(i, slice) else x
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irreps(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
+        return _tuple_eq(self, other, Irreps)
 
     def __ne__(self, other: object) -> bool:
         eq = self.__eq__(other)
