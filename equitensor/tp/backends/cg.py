@@ -98,9 +98,17 @@ def _sparse_contraction(spec: TensorProductSpec, group: _Group) -> tuple[torch.T
     return index, value
 
 
-def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None):
+# modes computed from the full product t[z, u, v, k] (or t[z, u, k] when paired), which is
+# then evaluated once for the whole group
+_PRODUCT_MODES = ("uvuv", "uvu<v", "u<vw", "uuw")
+
+
+def _path_product(
+    ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None, t: torch.Tensor | None
+):
     """One path: ``x1`` is (z, u, i), ``m`` is (z, v, i, k) (x2 already contracted with the CG
-    tensor), ``w`` the path's weights, shared or per sample. Returns (z, mul_out, k).
+    tensor), ``w`` the path's weights, shared or per sample, ``t`` the path's slice of the
+    group's full product for the modes of ``_PRODUCT_MODES``. Returns (z, mul_out, k).
 
     Weights are folded into the small operand before the batched matrix product wherever the
     mode allows it, so the large per-path output is written once and never rescaled.
@@ -126,9 +134,7 @@ def _path_product(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.
     if mode == "uuu":
         return torch.einsum("zui,zuik->zuk", x1 if w is None else x1 * w.unsqueeze(-1), m)
     if mode == "uuw":
-        t = torch.einsum("zui,zuik->zuk", x1, m)
         return t.sum(1, keepdim=True) if w is None else torch.einsum(f"zuk,{s}uw->zwk", t, w)
-    t = torch.einsum("zui,zvik->zuvk", x1, m)
     if mode == "uvuv":
         out = t if w is None else t * w.unsqueeze(-1)
         return out.reshape(z, x1.shape[1] * mul2, dim_out)
@@ -187,24 +193,26 @@ class CGTensorProduct(nn.Module):
             width, columns = index.shape
             gathered = x2_group[:, :, index.flatten()].reshape(z, mul2, width, columns)
             m = (gathered * value).sum(2).reshape(z, mul2, ir1.dim, group.paths[-1].k_stop)  # (z, v, i, K)
-            m_paths = m.split([path.k_stop - path.k_start for path in group.paths], dim=-1)
+            sizes = [path.k_stop - path.k_start for path in group.paths]
+            m_paths = m.split(sizes, dim=-1)
+            t_paths = [None] * len(sizes)
+            if any(spec.instructions[path.index].connection_mode in _PRODUCT_MODES for path in group.paths):
+                equation = "zui,zuik->zuk" if group.paired else "zui,zvik->zuvk"
+                t_paths = torch.einsum(equation, x1_block, m).split(sizes, dim=-1)
 
-            for path, m_path in zip(group.paths, m_paths):
+            for path, m_path, t_path in zip(group.paths, m_paths, t_paths):
                 ins = spec.instructions[path.index]
                 w = None
                 if ins.has_weight:
                     flat = weights[path.index]
                     w = flat.reshape(flat.shape[:-1] + ins.path_shape)
-                out = _path_product(ins, x1_block, m_path, w)
+                out = _path_product(ins, x1_block, m_path, w, t_path)
                 contributions[ins.i_out].append(out.reshape(z, out.shape[1] * out.shape[2]))
 
-        # write each block into its columns: faster than torch.cat on the last dimension,
-        # and its backward hands out views of the output gradient
-        out = x1.new_empty(z, outs.dim) if all(contributions) else x1.new_zeros(z, outs.dim)
-        for columns, parts in zip(outs.slices(), contributions):
-            for i, part in enumerate(parts):
-                if i == 0:
-                    out[:, columns] = part
-                else:
-                    out[:, columns] += part
-        return out
+        blocks = []
+        for (mul, ir), parts in zip(outs, contributions):
+            if not parts:
+                blocks.append(x1.new_zeros(z, mul * ir.dim))
+            else:
+                blocks.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(0))
+        return torch.cat(blocks, dim=-1) if blocks else x1.new_zeros(z, 0)
