@@ -21,7 +21,9 @@ from equitensor.o3 import (
     wigner_D,
     xyz_to_angles,
 )
+from equitensor.serialization import load_model, save_model
 from equitensor.tp import (
+    EdgeConvolution,
     ElementwiseTensorProduct,
     FullTensorProduct,
     FullyConnectedTensorProduct,
@@ -31,6 +33,7 @@ from equitensor.tp import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EdgeConvolution",
     "ElementwiseTensorProduct",
     "FullTensorProduct",
     "FullyConnectedTensorProduct",
@@ -43,9 +46,11 @@ __all__ = [
     "angles_to_xyz",
     "clebsch_gordan",
     "gaunt",
+    "load_model",
     "matrix_to_angles",
     "rand_angles",
     "rand_matrix",
+    "save_model",
     "spherical_harmonics",
     "wigner_3j",
     "wigner_D",

@@ -1,5 +1,6 @@
 """Tensor products: a declarative spec (what) executed by interchangeable backends (how)."""
 
+from equitensor.tp.edge_convolution import EdgeConvolution, edge_product_irreps
 from equitensor.tp.spec import Instruction, TensorProductSpec
 from equitensor.tp.tensor_product import (
     ElementwiseTensorProduct,
@@ -9,10 +10,12 @@ from equitensor.tp.tensor_product import (
 )
 
 __all__ = [
+    "EdgeConvolution",
     "ElementwiseTensorProduct",
     "FullTensorProduct",
     "FullyConnectedTensorProduct",
     "Instruction",
     "TensorProduct",
     "TensorProductSpec",
+    "edge_product_irreps",
 ]

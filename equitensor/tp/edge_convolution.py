@@ -1,0 +1,86 @@
+"""The edge convolution: node features x spherical harmonics of the edge, gathered and scattered.
+
+This is the hot path of MACE/NequIP-style interactions, so it is a first-class module whose
+backend is a choice. The product is the channel-wise ('uvu') tensor product with per-edge
+weights (one per path and channel), as in MACE's ``conv_tp``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from equitensor.irreps import Irreps
+from equitensor.o3 import spherical_harmonics
+from equitensor.tp.tensor_product import TensorProduct
+
+
+def edge_product_irreps(irreps_node, irreps_sh, irreps_target=None) -> tuple[Irreps, list[tuple]]:
+    """Output irreps and 'uvu' instructions of every node x SH path, kept if in ``irreps_target``.
+
+    The output holds one block per path (not simplified), sorted in e3nn's order, exactly as
+    MACE's ``tp_out_irreps_with_instructions``.
+    """
+    irreps_node, irreps_sh = Irreps(irreps_node), Irreps(irreps_sh)
+    allowed = None if irreps_target is None else {ir for _, ir in Irreps(irreps_target)}
+    out, instructions = [], []
+    for i1, (mul, ir1) in enumerate(irreps_node):
+        for i2, (_, ir2) in enumerate(irreps_sh):
+            for ir_out in ir1 * ir2:
+                if allowed is None or ir_out in allowed:
+                    instructions.append((i1, i2, len(out), "uvu", True))
+                    out.append((mul, ir_out))
+    irreps_out, perm, _ = Irreps(out).sort()
+    return irreps_out, [(i1, i2, perm[io], mode, w) for i1, i2, io, mode, w in instructions]
+
+
+class EdgeConvolution(nn.Module):
+    """``out[i] = sum_{edges j->i} TP_uvu(x[j], Y(r_ij), w_ij)`` for every receiver i.
+
+    Spherical harmonics use e3nn's 'component' normalization of the normalized edge vector,
+    like MACE. Call as ``conv(node_feats, edge_vectors, edge_weights, edge_index)`` with
+    ``edge_index[0]`` the senders and ``edge_index[1]`` the receivers; ``edge_weights`` has
+    shape (E, weight_numel).
+    """
+
+    backends = ("cg",)
+
+    def __init__(self, irreps_node, irreps_sh, irreps_target=None, *, backend: str = "cg") -> None:
+        super().__init__()
+        if backend not in self.backends:
+            raise ValueError(
+                f"EdgeConvolution backend {backend!r} is not available; choose one of {self.backends}"
+            )
+        self.backend = backend
+        self.irreps_node = Irreps(irreps_node)
+        self.irreps_sh = Irreps(irreps_sh)
+        self.irreps_out, instructions = edge_product_irreps(self.irreps_node, self.irreps_sh, irreps_target)
+        self.product = TensorProduct(
+            self.irreps_node,
+            self.irreps_sh,
+            self.irreps_out,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
+            backend=backend,
+        )
+
+    @property
+    def weight_numel(self) -> int:
+        return self.product.weight_numel
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        edge_weights: torch.Tensor,
+        edge_index: torch.Tensor,
+    ) -> torch.Tensor:
+        sender, receiver = edge_index
+        sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        messages = self.product(node_feats[sender], sh, edge_weights)
+        out = messages.new_zeros((node_feats.shape[0], messages.shape[-1]))
+        return out.index_add(0, receiver, messages)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_node} x {self.irreps_sh} -> {self.irreps_out}, backend={self.backend!r}"

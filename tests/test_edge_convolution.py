@@ -1,0 +1,59 @@
+"""EdgeConvolution: equals the per-edge TensorProduct summed by hand, and is equivariant."""
+
+import pytest
+import torch
+
+from equitensor import EdgeConvolution, Irreps, TensorProduct, spherical_harmonics
+from equitensor.testing import assert_equivariant
+from equitensor.tp import edge_product_irreps
+
+
+def random_graph(num_nodes: int, num_edges: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=g)
+    vectors = torch.randn(num_edges, 3, generator=g, dtype=torch.float64)
+    return edge_index, vectors
+
+
+def test_matches_explicit_per_edge_products():
+    conv = EdgeConvolution("4x0e+4x1o", "0e+1o+2e", "0e+1o+2e+1e")
+    edge_index, vectors = random_graph(6, 20)
+    x = torch.randn(6, conv.irreps_node.dim, dtype=torch.float64)
+    w = torch.randn(20, conv.weight_numel, dtype=torch.float64)
+    out = conv(x, vectors, w, edge_index)
+    irreps_out, instructions = edge_product_irreps(conv.irreps_node, conv.irreps_sh, "0e+1o+2e+1e")
+    tp = TensorProduct(conv.irreps_node, conv.irreps_sh, irreps_out, instructions, shared_weights=False)
+    expected = torch.zeros_like(out)
+    for e, (j, i) in enumerate(edge_index.T):
+        sh = spherical_harmonics(conv.irreps_sh, vectors[e], normalize=True, normalization="component")
+        expected[i] += tp(x[j], sh, w[e])
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    assert conv.irreps_out == irreps_out
+
+
+def test_isolated_nodes_get_zeros_and_no_edges_work():
+    conv = EdgeConvolution("2x0e+2x1o", "0e+1o")
+    x = torch.randn(3, conv.irreps_node.dim, dtype=torch.float64)
+    empty = conv(
+        x,
+        torch.zeros(0, 3, dtype=torch.float64),
+        torch.zeros(0, conv.weight_numel, dtype=torch.float64),
+        torch.zeros(2, 0, dtype=torch.long),
+    )
+    assert empty.shape == (3, conv.irreps_out.dim) and empty.abs().max() == 0
+
+
+def test_equivariant_under_rotations_and_reflections():
+    conv = EdgeConvolution("3x0e+3x1o+2x2e", Irreps.spherical_harmonics(3))
+    edge_index, _ = random_graph(5, 12, seed=1)
+    w = torch.randn(12, conv.weight_numel, dtype=torch.float64)
+    x = conv.irreps_node.randn(5, -1, dtype=torch.float64)
+    v = torch.randn(12, 3, dtype=torch.float64)
+    assert_equivariant(
+        lambda x, v: conv(x, v, w, edge_index), [conv.irreps_node, "1o"], conv.irreps_out, args_in=[x, v]
+    )
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match="'nope'"):
+        EdgeConvolution("2x0e", "0e+1o", backend="nope")
