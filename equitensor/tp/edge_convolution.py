@@ -3,6 +3,11 @@
 This is the hot path of MACE/NequIP-style interactions, so it is a first-class module whose
 backend is a choice. The product is the channel-wise ('uvu') tensor product with per-edge
 weights (one per path and channel), as in MACE's ``conv_tp``.
+
+Backends: ``cg`` (the reference TensorProduct on the spherical harmonics) and ``so2`` (the same
+numbers computed in the edge frame from the edge vectors, see ``equitensor.tp.backends.so2``;
+same weights, same layout). ``mmax`` (so2 only) truncates to |m| <= mmax in the edge frame: still
+equivariant, but an approximation of the cg product unless mmax >= every path's min(l1, l_out).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from torch import nn
 
 from equitensor.irreps import Irreps
 from equitensor.o3 import spherical_harmonics
+from equitensor.tp.backends.so2 import SO2EdgeProduct
+from equitensor.tp.spec import TensorProductSpec
 from equitensor.tp.tensor_product import TensorProduct
 
 
@@ -43,27 +50,42 @@ class EdgeConvolution(nn.Module):
     shape (E, weight_numel).
     """
 
-    backends = ("cg",)
+    backends = ("cg", "so2")
 
-    def __init__(self, irreps_node, irreps_sh, irreps_target=None, *, backend: str = "cg") -> None:
+    def __init__(
+        self,
+        irreps_node,
+        irreps_sh,
+        irreps_target=None,
+        *,
+        backend: str = "cg",
+        mmax: int | None = None,
+    ) -> None:
         super().__init__()
         if backend not in self.backends:
             raise ValueError(
                 f"EdgeConvolution backend {backend!r} is not available; choose one of {self.backends}"
             )
+        if mmax is not None and backend != "so2":
+            raise ValueError(f"mmax truncates the edge frame of the 'so2' backend; got backend={backend!r}")
         self.backend = backend
+        self.mmax = mmax
         self.irreps_node = Irreps(irreps_node)
         self.irreps_sh = Irreps(irreps_sh)
         self.irreps_out, instructions = edge_product_irreps(self.irreps_node, self.irreps_sh, irreps_target)
-        self.product = TensorProduct(
-            self.irreps_node,
-            self.irreps_sh,
-            self.irreps_out,
-            instructions,
-            shared_weights=False,
-            internal_weights=False,
-            backend=backend,
-        )
+        if backend == "so2":
+            spec = TensorProductSpec.build(self.irreps_node, self.irreps_sh, self.irreps_out, instructions)
+            self.product = SO2EdgeProduct(spec, mmax=mmax, sh_normalization="component")
+        else:
+            self.product = TensorProduct(
+                self.irreps_node,
+                self.irreps_sh,
+                self.irreps_out,
+                instructions,
+                shared_weights=False,
+                internal_weights=False,
+                backend=backend,
+            )
 
     @property
     def weight_numel(self) -> int:
@@ -77,10 +99,14 @@ class EdgeConvolution(nn.Module):
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
         sender, receiver = edge_index
-        sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
-        messages = self.product(node_feats[sender], sh, edge_weights)
+        if self.backend == "so2":
+            messages = self.product(node_feats[sender], edge_vectors, edge_weights)
+        else:
+            sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+            messages = self.product(node_feats[sender], sh, edge_weights)
         out = messages.new_zeros((node_feats.shape[0], messages.shape[-1]))
         return out.index_add(0, receiver, messages)
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_node} x {self.irreps_sh} -> {self.irreps_out}, backend={self.backend!r}"
+        mmax = "" if self.mmax is None else f", mmax={self.mmax}"
+        return f"{self.irreps_node} x {self.irreps_sh} -> {self.irreps_out}, backend={self.backend!r}{mmax}"
