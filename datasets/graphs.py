@@ -1,13 +1,31 @@
-"""Atomic graphs from ASE Atoms: neighbour lists with periodic images, MACE conventions."""
+"""Atomic graphs from ASE Atoms: neighbour lists with periodic images, MACE conventions.
+
+The neighbour list is vesin's (the only one used; no fallback): it finds exactly ASE's pairs and
+is 10-50x faster (benchmarks/results/neighbour_lists.md).
+"""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
+import vesin
 from ase import Atoms
-from ase.neighborlist import neighbor_list
 
 from equitensor.graph import AtomicGraph
+
+_per_thread = threading.local()
+
+
+def _vesin_calculator(r_max: float) -> vesin.NeighborList:
+    """One vesin calculator per cutoff and thread, reused: building one costs as much as the
+    neighbour list of a small molecule. One thread inside vesin: data loaders already run
+    structures in parallel processes, and a single thread keeps the pair order deterministic."""
+    calculators = _per_thread.__dict__.setdefault("calculators", {})
+    if r_max not in calculators:
+        calculators[r_max] = vesin.NeighborList(cutoff=r_max, full_list=True, n_threads=1)
+    return calculators[r_max]
 
 
 def neighbour_list(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -15,8 +33,11 @@ def neighbour_list(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, 
 
     Self-pairs appear only through a periodic image. Non-periodic directions need no cell.
     """
-    i, j, shifts = neighbor_list("ijS", atoms, float(r_max), self_interaction=False)
-    # ASE: vector = positions[j] - positions[i] + S @ cell. With receiver = i, sender = j the
+    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+    i, j, shifts = _vesin_calculator(float(r_max)).compute(
+        np.ascontiguousarray(atoms.positions, dtype=np.float64), box, atoms.pbc, quantities="ijS"
+    )
+    # vesin and ASE: vector = positions[j] - positions[i] + S @ cell. With receiver = i, sender = j the
     # MACE vector positions[receiver] - positions[sender] + shift needs shift = -S.
     return j, i, -shifts
 
