@@ -12,9 +12,16 @@ batched matrix product with the ``x1`` block gives every path of the group:
 
     t[z, u, v, k] = sum_i x1[z, u, i] M[z, v, i, k]
 
-and each path applies its weights to its slice of ``k``. All steps are differentiable torch
-ops, so backward and double backward come from autograd. Normalization coefficients are
-folded into the CG constants.
+and each path applies its weights to its slice of ``k``. When the channel counts are small
+(single-channel full products), ``M`` and its gathers would cost far more than the output, so
+such a group is split per ``x2`` block and forms the outer product first, contracted with the
+dense CG matrix in one matrix product:
+
+    t[z, u, v, k] = sum_{(i, j)} x1[z, u, i] x2[z, v, j] C[(i, j), k]
+
+The order is chosen per group by an operation count. All steps are differentiable torch ops,
+so backward and double backward come from autograd. Normalization coefficients are folded into
+the CG constants.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class _Group:
     blocks_in2: tuple[int, ...]
     paired: bool  # 'uu*' modes: t[z, u, k] instead of t[z, u, v, k]
     paths: tuple[_Path, ...]
+    outer_first: bool = False  # contract the outer product with a dense CG matrix
 
 
 def _plan(spec: TensorProductSpec) -> list[_Group]:
@@ -54,48 +62,89 @@ def _plan(spec: TensorProductSpec) -> list[_Group]:
         key = (ins.i_in1, ir2s[ins.i_in2].mul, ins.connection_mode.startswith("uu"))
         keys.setdefault(key, []).append(index)
 
-    groups = []
-    for (i_in1, _, paired), members in keys.items():
+    def group_of(i_in1: int, paired: bool, members: list[int], outer_first: bool = False) -> _Group:
         blocks_in2 = tuple(sorted({spec.instructions[i].i_in2 for i in members}))
         paths, k = [], 0
         for index in members:
             dim_out = outs[spec.instructions[index].i_out].ir.dim
             paths.append(_Path(index, k, k + dim_out))
             k += dim_out
-        groups.append(_Group(i_in1, blocks_in2, paired, tuple(paths)))
+        return _Group(i_in1, blocks_in2, paired, tuple(paths), outer_first)
+
+    groups = []
+    for (i_in1, _, paired), members in keys.items():
+        by_in2: dict[int, list[int]] = {}
+        for index in members:
+            by_in2.setdefault(spec.instructions[index].i_in2, []).append(index)
+        x2_first = group_of(i_in1, paired, members)
+        outer_first = [group_of(i_in1, paired, m, outer_first=True) for m in by_in2.values()]
+        if sum(_cost(spec, g) for g in outer_first) < _cost(spec, x2_first):
+            groups.extend(outer_first)
+        else:
+            groups.append(x2_first)
     return groups
 
 
-def _sparse_contraction(spec: TensorProductSpec, group: _Group) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather table of the group's CG tensor C[i, j, k] (coefficients folded in).
-
-    Returns ``index`` and ``value`` of shape (S, i * K): ``M[:, c] = sum_s value[s, c] *
-    x2[:, index[s, c]]`` where S is the most non-zeros any column (i, k) has.
-    """
+def _dense_cg(spec: TensorProductSpec, group: _Group) -> torch.Tensor:
+    """The group's CG tensor C[i, j, k] in float64, coefficients folded in, x2 blocks along j."""
     ir1 = spec.irreps_in1[group.i_in1].ir
     j_offsets, j = {}, 0
     for b in group.blocks_in2:
         j_offsets[b] = j
         j += spec.irreps_in2[b].ir.dim
-    k_total = group.paths[-1].k_stop
-    dense = torch.zeros(ir1.dim, j, k_total, dtype=torch.float64)
+    dense = torch.zeros(ir1.dim, j, group.paths[-1].k_stop, dtype=torch.float64)
     for path in group.paths:
         ins = spec.instructions[path.index]
         ir2, ir_out = spec.irreps_in2[ins.i_in2].ir, spec.irreps_out[ins.i_out].ir
         j0 = j_offsets[ins.i_in2]
         cg = wigner_3j(ir1.l, ir2.l, ir_out.l, dtype=torch.float64)
         dense[:, j0 : j0 + ir2.dim, path.k_start : path.k_stop] = ins.coefficient * cg
+    return dense
 
-    columns = dense.permute(0, 2, 1).reshape(ir1.dim * k_total, j)  # (i*K, j)
+
+def _gather_table(columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded gather table of a sparse matrix given as its columns (C, R).
+
+    Returns ``index`` and ``value`` of shape (S, C) with ``out[:, c] = sum_s value[s, c] *
+    x[:, index[s, c]]``, S being the most non-zeros any column has (padding has value 0).
+    """
     nonzero = columns.abs() > 1e-14 * max(columns.abs().max().item(), 1e-300)
     width = max(int(nonzero.sum(1).max().item()), 1)
     index = torch.zeros(width, columns.shape[0], dtype=torch.long)
     value = torch.zeros(width, columns.shape[0], dtype=torch.float64)
     for c in range(columns.shape[0]):
-        js = nonzero[c].nonzero().flatten()
-        index[: len(js), c] = js
-        value[: len(js), c] = columns[c, js]
+        rows = nonzero[c].nonzero().flatten()
+        index[: len(rows), c] = rows
+        value[: len(rows), c] = columns[c, rows]
     return index, value
+
+
+def _contraction_table(spec: TensorProductSpec, group: _Group) -> tuple[torch.Tensor, ...]:
+    """The group's constants: the dense CG matrix (i*j, K) that multiplies the flattened outer
+    product when the group contracts it first, else the gather table of ``x2`` per column (i, k)."""
+    dense = _dense_cg(spec, group)
+    i, j, k = dense.shape
+    if group.outer_first:
+        return (dense.reshape(i * j, k),)
+    return _gather_table(dense.permute(0, 2, 1).reshape(i * k, j))
+
+
+# Relative cost of a gathered multiply-add against one inside a matrix product.
+_GATHER_COST = 10
+
+
+def _cost(spec: TensorProductSpec, group: _Group) -> int:
+    """Operation count per sample of the group's contraction, gathers weighted by their cost."""
+    mul1, ir1 = spec.irreps_in1[group.i_in1]
+    mul2 = spec.irreps_in2[group.blocks_in2[0]].mul
+    pairs = mul1 if group.paired else mul1 * mul2
+    dense = _dense_cg(spec, group)
+    i, j, k = dense.shape
+    if group.outer_first:  # outer product, then one dense matrix product
+        return pairs * i * j * (1 + k)
+    nonzero = dense.abs() > 1e-14 * max(dense.abs().max().item(), 1e-300)
+    width = int(nonzero.sum(1).max())  # most non-zeros of a column (i, k)
+    return _GATHER_COST * mul2 * i * k * width + pairs * i * k
 
 
 # modes computed from the full product t[z, u, v, k] (or t[z, u, k] when paired), which is
@@ -103,18 +152,20 @@ def _sparse_contraction(spec: TensorProductSpec, group: _Group) -> tuple[torch.T
 _PRODUCT_MODES = ("uvuv", "uvu<v", "u<vw", "uuw")
 
 
-def _path_product(
-    ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None, t: torch.Tensor | None
-):
-    """One path: ``x1`` is (z, u, i), ``m`` is (z, v, i, k) (x2 already contracted with the CG
-    tensor), ``w`` the path's weights, shared or per sample, ``t`` the path's slice of the
-    group's full product for the modes of ``_PRODUCT_MODES``. Returns (z, mul_out, k).
+def _weight_subscript(ins: Instruction, w: torch.Tensor | None) -> str:
+    """'' for shared weights, 'z' for per-sample ones."""
+    return "" if w is None or w.dim() == len(ins.path_shape) else "z"
+
+
+def _path_from_x2_contraction(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None):
+    """One path of a mode outside ``_PRODUCT_MODES``: ``x1`` is (z, u, i), ``m`` is (z, v, i, k)
+    (x2 already contracted with the CG tensor), ``w`` the path's weights, shared or per sample.
+    Returns (z, mul_out, k).
 
     Weights are folded into the small operand before the batched matrix product wherever the
     mode allows it, so the large per-path output is written once and never rescaled.
     """
-    mode = ins.connection_mode
-    s = "" if w is None or w.dim() == len(ins.path_shape) else "z"  # shared or per-sample weights
+    mode, s = ins.connection_mode, _weight_subscript(ins, w)
     z, mul2, dim1, dim_out = m.shape
     if mode == "uvu":
         if w is None:
@@ -133,11 +184,27 @@ def _path_product(
         return torch.bmm(y, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uuu":
         return torch.einsum("zui,zuik->zuk", x1 if w is None else x1 * w.unsqueeze(-1), m)
+    raise AssertionError(mode)
+
+
+def _path_from_product(ins: Instruction, t: torch.Tensor, w: torch.Tensor | None):
+    """One path from its slice of the full product ``t`` (z, u, v, k), or (z, u, k) for the
+    paired 'uu*' modes, and its weights. Returns (z, mul_out, k)."""
+    mode, s = ins.connection_mode, _weight_subscript(ins, w)
+    if mode == "uvu":
+        return t.sum(2) if w is None else torch.einsum(f"zuvk,{s}uv->zuk", t, w)
+    if mode == "uvv":
+        return t.sum(1) if w is None else torch.einsum(f"zuvk,{s}uv->zvk", t, w)
+    if mode == "uvw":
+        return torch.einsum(f"zuvk,{s}uvw->zwk", t, w)
+    if mode == "uuu":
+        return t if w is None else t * w.unsqueeze(-1)
     if mode == "uuw":
         return t.sum(1, keepdim=True) if w is None else torch.einsum(f"zuk,{s}uw->zwk", t, w)
+    z, mul1, mul2, dim_out = t.shape
     if mode == "uvuv":
         out = t if w is None else t * w.unsqueeze(-1)
-        return out.reshape(z, x1.shape[1] * mul2, dim_out)
+        return out.reshape(z, mul1 * mul2, dim_out)
     u, v = torch.triu_indices(mul2, mul2, 1, device=t.device)
     pairs = t[:, u, v]
     if mode == "uvu<v":
@@ -145,6 +212,13 @@ def _path_product(
     if mode == "u<vw":
         return torch.einsum(f"zpk,{s}pw->zwk", pairs, w)
     raise AssertionError(mode)
+
+
+def _sparse_sum(x: torch.Tensor, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``out[..., c] = sum_s value[s, c] * x[..., index[s, c]]`` (a padded gather table)."""
+    width, columns = index.shape
+    gathered = x.index_select(-1, index.flatten()).unflatten(-1, (width, columns))
+    return (gathered * value).sum(-2)
 
 
 class CGTensorProduct(nn.Module):
@@ -160,15 +234,16 @@ class CGTensorProduct(nn.Module):
         self.weight_sizes = [ins.weight_numel for ins in spec.instructions]
         # float64 masters, cast once per (dtype, device) on use: not buffers, so that a module
         # built in float32 and moved to float64 keeps exact constants
-        self._tables = [_sparse_contraction(spec, group) for group in self.groups]
-        self._cast: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._tables = [_contraction_table(spec, group) for group in self.groups]
+        self._cast: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, ...]]] = {}
 
-    def _tables_for(
-        self, dtype: torch.dtype, device: torch.device
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _tables_for(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
         key = (dtype, device)
         if key not in self._cast:
-            self._cast[key] = [(i.to(device), v.to(device=device, dtype=dtype)) for i, v in self._tables]
+            self._cast[key] = [
+                tuple(t.to(device=device, dtype=dtype if t.is_floating_point() else None) for t in table)
+                for table in self._tables
+            ]
         return self._cast[key]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -182,7 +257,7 @@ class CGTensorProduct(nn.Module):
         contributions: list[list[torch.Tensor]] = [[] for _ in outs]
         tables = self._tables_for(x2.dtype, x2.device)
 
-        for group, (index, value) in zip(self.groups, tables):
+        for group, table in zip(self.groups, tables):
             mul1, ir1 = ir1s[group.i_in1]
             mul2 = ir2s[group.blocks_in2[0]].mul
             x1_block = x1_blocks[group.i_in1].reshape(z, mul1, ir1.dim)
@@ -190,15 +265,20 @@ class CGTensorProduct(nn.Module):
                 [x2_blocks[b].reshape(z, mul2, ir2s[b].ir.dim) for b in group.blocks_in2], -1
             )
 
-            width, columns = index.shape
-            gathered = x2_group[:, :, index.flatten()].reshape(z, mul2, width, columns)
-            m = (gathered * value).sum(2).reshape(z, mul2, ir1.dim, group.paths[-1].k_stop)  # (z, v, i, K)
             sizes = [path.k_stop - path.k_start for path in group.paths]
-            m_paths = m.split(sizes, dim=-1)
-            t_paths = [None] * len(sizes)
-            if any(spec.instructions[path.index].connection_mode in _PRODUCT_MODES for path in group.paths):
-                equation = "zui,zuik->zuk" if group.paired else "zui,zvik->zuvk"
-                t_paths = torch.einsum(equation, x1_block, m).split(sizes, dim=-1)
+            if group.outer_first:
+                if group.paired:
+                    outer = x1_block.unsqueeze(-1) * x2_group.unsqueeze(-2)  # (z, u, i, j)
+                else:
+                    outer = x1_block[:, :, None, :, None] * x2_group[:, None, :, None, :]
+                t = outer.flatten(-2) @ table[0]  # (z, u[, v], K)
+                m_paths, t_paths = [None] * len(sizes), t.split(sizes, dim=-1)
+            else:
+                m = _sparse_sum(x2_group, *table).unflatten(-1, (ir1.dim, -1))  # (z, v, i, K)
+                m_paths, t_paths = m.split(sizes, dim=-1), [None] * len(sizes)
+                if any(spec.instructions[p.index].connection_mode in _PRODUCT_MODES for p in group.paths):
+                    equation = "zui,zuik->zuk" if group.paired else "zui,zvik->zuvk"
+                    t_paths = torch.einsum(equation, x1_block, m).split(sizes, dim=-1)
 
             for path, m_path, t_path in zip(group.paths, m_paths, t_paths):
                 ins = spec.instructions[path.index]
@@ -206,7 +286,10 @@ class CGTensorProduct(nn.Module):
                 if ins.has_weight:
                     flat = weights[path.index]
                     w = flat.reshape(flat.shape[:-1] + ins.path_shape)
-                out = _path_product(ins, x1_block, m_path, w, t_path)
+                if t_path is not None:
+                    out = _path_from_product(ins, t_path, w)
+                else:
+                    out = _path_from_x2_contraction(ins, x1_block, m_path, w)
                 contributions[ins.i_out].append(out.reshape(z, out.shape[1] * out.shape[2]))
 
         blocks = []
