@@ -57,3 +57,33 @@ def test_equivariant_under_rotations_and_reflections():
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="'nope'"):
         EdgeConvolution("2x0e", "0e+1o", backend="nope")
+
+
+def test_so2_backend_matches_explicit_per_edge_products():
+    cg = EdgeConvolution("4x0e+4x1o", "0e+1o+2e", "0e+1o+2e+1e")
+    so2 = EdgeConvolution("4x0e+4x1o", "0e+1o+2e", "0e+1o+2e+1e", backend="so2")
+    edge_index, vectors = random_graph(6, 20)
+    x = torch.randn(6, cg.irreps_node.dim, dtype=torch.float64)
+    w = torch.randn(20, cg.weight_numel, dtype=torch.float64)
+    torch.testing.assert_close(
+        so2(x, vectors, w, edge_index), cg(x, vectors, w, edge_index), rtol=1e-12, atol=1e-12
+    )
+    assert so2.irreps_out == cg.irreps_out and so2.weight_numel == cg.weight_numel
+
+
+def test_so2_backend_isolated_nodes_and_no_edges():
+    conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="so2")
+    x = torch.randn(3, conv.irreps_node.dim, dtype=torch.float64)
+    empty = conv(
+        x,
+        torch.zeros(0, 3, dtype=torch.float64),
+        torch.zeros(0, conv.weight_numel, dtype=torch.float64),
+        torch.zeros(2, 0, dtype=torch.long),
+    )
+    assert empty.shape == (3, conv.irreps_out.dim) and empty.abs().max() == 0
+
+
+def test_so2_state_dict_interchangeable_with_cg():
+    cg = EdgeConvolution("2x0e+2x1o", "0e+1o")
+    so2 = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="so2")
+    assert set(cg.state_dict()) == set(so2.state_dict())
