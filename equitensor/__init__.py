@@ -27,7 +27,11 @@ from equitensor.tp import (
     ElementwiseTensorProduct,
     FullTensorProduct,
     FullyConnectedTensorProduct,
+    GauntProduct,
     TensorProduct,
+    backends_table,
+    expressivity,
+    list_backends,
 )
 
 __version__ = "0.1.0"
@@ -37,6 +41,7 @@ __all__ = [
     "ElementwiseTensorProduct",
     "FullTensorProduct",
     "FullyConnectedTensorProduct",
+    "GauntProduct",
     "Irrep",
     "Irreps",
     "Linear",
@@ -44,8 +49,11 @@ __all__ = [
     "TensorProduct",
     "angles_to_matrix",
     "angles_to_xyz",
+    "backends_table",
     "clebsch_gordan",
+    "expressivity",
     "gaunt",
+    "list_backends",
     "load_model",
     "matrix_to_angles",
     "rand_angles",

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
 import torch
 
 from .wigner import _check_triangle, _wigner_3j_f64
 
-__all__ = ["gaunt"]
+__all__ = ["gaunt", "gaunt_factor"]
 
 
 @functools.cache
@@ -44,3 +45,24 @@ def gaunt(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device=No
     """
     _check_triangle(l1, l2, l3)
     return _gaunt_f64(l1, l2, l3).to(dtype=dtype or torch.get_default_dtype(), device=device, copy=True)
+
+
+@functools.cache
+def gaunt_factor(l1: int, l2: int, l3: int) -> float:
+    """The scalar c with ``gaunt(l1, l2, l3) = c * wigner_3j(l1, l2, l3)``, in closed form.
+
+    ``c = sqrt((2l1+1)(2l2+1)(2l3+1)/(4 pi)) |(l1 l2 l3; 0 0 0)|``: the central 3j symbol from its
+    factorial formula (exact rational square, one final square root), so no 3j tensor is built.
+    In e3nn's real basis the central entry of ``wigner_3j`` is positive for every even path (the
+    ``(-i)^l`` basis factors cancel the usual ``(-1)^g`` sign), hence c >= 0. Zero when
+    l1 + l2 + l3 is odd; ValueError on a triangle violation.
+    """
+    _check_triangle(l1, l2, l3)
+    if (l1 + l2 + l3) % 2:
+        return 0.0
+    g = (l1 + l2 + l3) // 2
+    f = math.factorial
+    central_squared = Fraction(f(2 * g - 2 * l1) * f(2 * g - 2 * l2) * f(2 * g - 2 * l3), f(2 * g + 1)) * (
+        Fraction(f(g), f(g - l1) * f(g - l2) * f(g - l3)) ** 2
+    )
+    return math.sqrt((2 * l1 + 1) * (2 * l2 + 1) * (2 * l3 + 1) * float(central_squared) / (4 * math.pi))

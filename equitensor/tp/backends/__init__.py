@@ -1,19 +1,31 @@
 """Tensor-product backends: each turns a :class:`~equitensor.tp.spec.TensorProductSpec` into an
-executable module. Only ``cg`` (the exact pure-PyTorch reference) exists so far."""
+executable module and publishes a capability record (see :mod:`.capabilities`).
+
+``cg`` is the exact reference for every path; ``gaunt`` (2D Fourier/FFT) and ``grid`` (S2
+quadrature) compute Gaunt products (even paths, weights per degree). ``list_backends()`` and
+``backends_table()`` show what each can do; ``make_executor`` refuses what a backend cannot
+compute exactly. A new backend registers its record when its module is imported below.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from equitensor.tp.backends import gaunt, grid  # noqa: F401  (register their records)
+from equitensor.tp.backends.capabilities import (
+    BackendCapabilities,
+    Limitation,
+    backend_capabilities,
+    backends_table,
+    list_backends,
+    make_executor,
+    register_backend,
+)
 
-from equitensor.tp.spec import TensorProductSpec
-
-BACKENDS = ("cg",)
-
-
-def make_executor(backend: str, spec: TensorProductSpec) -> nn.Module:
-    """Build the executor of ``backend`` for ``spec``; raise ValueError for an unknown backend."""
-    if backend == "cg":
-        from equitensor.tp.backends.cg import CGTensorProduct
-
-        return CGTensorProduct(spec)
-    raise ValueError(f"unknown tensor-product backend {backend!r}; available: {', '.join(BACKENDS)}")
+__all__ = [
+    "BackendCapabilities",
+    "Limitation",
+    "backend_capabilities",
+    "backends_table",
+    "list_backends",
+    "make_executor",
+    "register_backend",
+]

@@ -1,0 +1,200 @@
+"""Capability records of the tensor-product backends, and the registry that lists them.
+
+Each backend publishes one :class:`BackendCapabilities`: what it computes, which paths and
+weights it can express (a predicate on a spec that returns the reasons it cannot), whether it is
+exact, which derivatives, devices and dtypes it supports, and how to build its executor.
+:func:`make_executor` refuses a spec the backend cannot compute exactly, naming the paths.
+
+Adding a backend: define a record in the backend's own module, call :func:`register_backend`
+there, and import that module in ``equitensor/tp/backends/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from equitensor.tp.spec import TensorProductSpec
+
+#: Operations a backend may compute (``BackendCapabilities.operations``).
+OPERATIONS = ("tensor_product", "gaunt_product", "edge_convolution")
+
+
+@dataclass(frozen=True)
+class Limitation:
+    """Why a backend cannot compute (part of) a spec: the instruction index (None: the whole
+    spec) and a sentence a person can act on."""
+
+    instruction: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def describe_path(spec: TensorProductSpec, index: int) -> str:
+    """``'path 3 (1x1o x 1x1o -> 1x1e, uuu)'``: how limitations name an instruction."""
+    ins = spec.instructions[index]
+    in1, in2, out = spec.irreps_in1[ins.i_in1], spec.irreps_in2[ins.i_in2], spec.irreps_out[ins.i_out]
+    weighted = ", weighted" if ins.has_weight else ""
+    return f"path {index} ({in1} x {in2} -> {out}, {ins.connection_mode}{weighted})"
+
+
+def no_limitations(spec: TensorProductSpec) -> list[Limitation]:
+    """The predicate of a backend that expresses every spec."""
+    return []
+
+
+@dataclass(frozen=True)
+class BackendCapabilities:
+    """What one backend can do; ``limitations(spec)`` is empty iff it computes ``spec`` exactly
+    (for an approximate backend: iff it can approximate it).
+
+    ``max_derivative_order`` is None when any order works (plain autograd ops).
+    ``build(spec, **options)`` returns the executor ``module(x1, x2, weight) -> out`` on flat
+    ``(z, dim)`` inputs; None for backends that are not tensor-product executors.
+    """
+
+    name: str
+    summary: str
+    operations: tuple[str, ...]
+    paths: str
+    weights: str
+    exact: bool
+    error: str
+    max_derivative_order: int | None
+    devices: tuple[str, ...]
+    dtypes: tuple[torch.dtype, ...]
+    limitations: Callable[[TensorProductSpec], list[Limitation]] = field(default=no_limitations)
+    build: Callable[..., nn.Module] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [op for op in self.operations if op not in OPERATIONS]
+        if unknown:
+            raise ValueError(f"backend {self.name!r}: unknown operations {unknown}; known: {OPERATIONS}")
+
+    @property
+    def derivatives(self) -> str:
+        if self.max_derivative_order is None:
+            return "any order (autograd)"
+        return f"up to order {self.max_derivative_order}"
+
+
+_REGISTRY: dict[str, BackendCapabilities] = {}
+
+
+def register_backend(record: BackendCapabilities, *, replace: bool = False) -> None:
+    """Publish a backend's record; ValueError if the name is taken (unless ``replace``)."""
+    if record.name in _REGISTRY and not replace:
+        raise ValueError(f"a backend named {record.name!r} is already registered")
+    _REGISTRY[record.name] = record
+
+
+def backend_capabilities(name: str) -> BackendCapabilities:
+    """The record of backend ``name``; ValueError naming the available ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown tensor-product backend {name!r}; available: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def list_backends() -> list[BackendCapabilities]:
+    """Every registered backend's record, in registration order."""
+    return list(_REGISTRY.values())
+
+
+def format_table(header: list[str], rows: list[list[str]], width: int = 30) -> str:
+    """A plain-text table with aligned columns; cells longer than ``width`` wrap onto more lines."""
+    wrapped = [
+        [textwrap.wrap(cell, width, break_on_hyphens=False) or [""] for cell in row]
+        for row in [header, *rows]
+    ]
+    widths = [max(len(line) for row in wrapped for line in row[i]) for i in range(len(header))]
+
+    def lines(cells: list[list[str]]) -> list[str]:
+        height = max(len(cell) for cell in cells)
+        return [
+            "  ".join((cell[k] if k < len(cell) else "").ljust(w) for cell, w in zip(cells, widths)).rstrip()
+            for k in range(height)
+        ]
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([*lines(wrapped[0]), rule, *(line for row in wrapped[1:] for line in lines(row))])
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def backends_table() -> str:
+    """The registered backends as a table a person can read (one row per backend)."""
+    header = ["backend", "computes", "paths", "weights", "exactness", "derivatives", "devices", "dtypes"]
+    rows = [
+        [
+            r.name,
+            ", ".join(r.operations),
+            r.paths,
+            r.weights,
+            ("exact: " if r.exact else "approximate: ") + r.error,
+            r.derivatives,
+            ", ".join(r.devices),
+            ", ".join(map(_dtype_name, r.dtypes)),
+        ]
+        for r in _REGISTRY.values()
+    ]
+    return format_table(header, rows)
+
+
+def make_executor(backend: str, spec: TensorProductSpec, **options) -> nn.Module:
+    """Build ``backend``'s executor for ``spec``.
+
+    ValueError for an unknown backend, one that does not execute tensor products, or a spec it
+    cannot compute exactly (the message lists every path or weight it cannot express). Never
+    falls back to another backend. ``options`` go to the backend's builder.
+    """
+    record = backend_capabilities(backend)
+    if record.build is None or "tensor_product" not in record.operations:
+        raise ValueError(
+            f"backend {backend!r} does not execute TensorProduct specs (it computes: "
+            f"{', '.join(record.operations)})"
+        )
+    problems = record.limitations(spec)
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ValueError(
+            f"backend {backend!r} cannot compute this tensor product "
+            f"({spec.irreps_in1} x {spec.irreps_in2} -> {spec.irreps_out}) exactly:\n{listed}"
+        )
+    return record.build(spec, **options)
+
+
+def _build_cg(spec: TensorProductSpec, **options) -> nn.Module:
+    if options:
+        raise ValueError(f"the 'cg' backend takes no options, got {sorted(options)}")
+    from equitensor.tp.backends.cg import CGTensorProduct
+
+    return CGTensorProduct(spec)
+
+
+CG = BackendCapabilities(
+    name="cg",
+    summary="Clebsch-Gordan reference in pure PyTorch (sparse real CG tensors)",
+    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    paths="all parity-allowed paths",
+    weights="per path: every e3nn mode, shared or per sample",
+    exact=True,
+    error="float round-off",
+    max_derivative_order=None,
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.float64),
+    limitations=no_limitations,
+    build=_build_cg,
+)
+
+register_backend(CG)
