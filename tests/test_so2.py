@@ -11,6 +11,8 @@ from equitensor.testing import assert_equivariant
 from equitensor.tp.backends.so2 import edge_frame_rotation, wigner_D_from_matrix
 
 AXES = [[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0], [0, 0, 1.0], [0, 0, -1.0]]
+# next to the poles +-y and across the chart boundary y = 0
+NEAR_AXES = [[1e-9, 1.0, -2e-9], [3e-8, -2.0, 1e-8], [0.5, 1e-12, 0.3], [0.5, -1e-12, -0.3]]
 
 # (node irreps, SH irreps, target filter); odd parities, several channels, L up to 3
 CONFIGS = [
@@ -23,11 +25,13 @@ CONFIGS = [
 
 
 def graph(num_nodes: int, num_edges: int, dtype=torch.float64, seed: int = 0):
-    """Random edges whose first six vectors are the +-x, +-y, +-z axes (scaled)."""
+    """Random edges whose first six vectors are the +-x, +-y, +-z axes (scaled), then NEAR_AXES."""
     g = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=g)
     vectors = torch.randn(num_edges, 3, generator=g, dtype=torch.float64)
     vectors[:6] = 1.7 * torch.tensor(AXES, dtype=torch.float64)
+    near = min(len(NEAR_AXES), num_edges - 6)
+    vectors[6 : 6 + near] = torch.tensor(NEAR_AXES[:near], dtype=torch.float64)
     return edge_index, vectors.to(dtype)
 
 
