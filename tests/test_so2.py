@@ -212,3 +212,19 @@ def test_torch_compile_inference():
         expected = conv(x, v, w, edge_index)
     assert relative_error(out, expected) < 1e-12
     print(f"compile + first call: {time.perf_counter() - start:.1f} s")
+
+
+def test_capability_record():
+    from equitensor.tp.backends import backend_capabilities, make_executor
+    from equitensor.tp.spec import TensorProductSpec
+
+    record = backend_capabilities("so2")
+    assert record.operations == ("edge_convolution",) and record.exact
+    assert set(record.dtypes) == {torch.float32, torch.float64}
+    conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="so2")
+    assert record.limitations(conv.product.spec) == []
+    uvw = TensorProductSpec.build("2x1o", "1x1o", "3x0e", [(0, 0, 0, "uvw", True)])
+    (limitation,) = record.limitations(uvw)
+    assert limitation.instruction == 0 and "'uvw'" in limitation.reason
+    with pytest.raises(ValueError, match="does not execute TensorProduct"):
+        make_executor("so2", conv.product.spec)

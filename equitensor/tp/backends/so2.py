@@ -41,9 +41,15 @@ from torch import nn
 
 from equitensor.o3.spherical_harmonics import spherical_harmonics
 from equitensor.o3.wigner import wigner_3j
+from equitensor.tp.backends.capabilities import (
+    BackendCapabilities,
+    Limitation,
+    describe_path,
+    register_backend,
+)
 from equitensor.tp.spec import TensorProductSpec
 
-__all__ = ["edge_frame_rotation", "wigner_D_from_matrix", "SO2EdgeProduct"]
+__all__ = ["edge_frame_rotation", "wigner_D_from_matrix", "SO2EdgeProduct", "so2_limitations", "CAPABILITIES"]
 
 
 def edge_frame_rotation(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,3 +276,37 @@ def _plan(spec: TensorProductSpec, mmax: int | None, sh_normalization: str) -> l
             raise AssertionError(f"internal error: C[:, 0, :] of {(l1, l2, l3)} is not (anti-)diagonal")
         paths.append(_EdgePath(index, ins.i_in1, ins.i_out, l2, k, tuple(source), tuple(scale)))
     return paths
+
+
+def so2_limitations(spec: TensorProductSpec) -> list[Limitation]:
+    """Paths the so2 backend cannot compute: anything but 'uvu' (node x SH(edge), per channel)."""
+    return [
+        Limitation(
+            index,
+            f"{describe_path(spec, index)}: so2 computes only 'uvu' products of node features with the "
+            f"spherical harmonics of the edge (EdgeConvolution), not mode {ins.connection_mode!r}",
+        )
+        for index, ins in enumerate(spec.instructions)
+        if ins.connection_mode != "uvu"
+    ]
+
+
+CAPABILITIES = BackendCapabilities(
+    name="so2",
+    summary="edge convolution in the edge frame (eSCN): per-edge Wigner D, SO(2) map per |m|",
+    operations=("edge_convolution",),
+    paths="all parity-allowed 'uvu' node x SH(edge) paths (EdgeConvolution only)",
+    weights="same as cg: per edge, path and channel (the TensorProduct layout)",
+    exact=True,
+    error=(
+        "float round-off (equals cg to ~1e-15 relative in float64); opt-in mmax < lmax truncates "
+        "|m| in the edge frame: still equivariant, no longer equal to cg"
+    ),
+    max_derivative_order=None,  # plain autograd ops, singularity-free; tested to second order
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.float64),
+    limitations=so2_limitations,
+    build=None,  # built by EdgeConvolution(backend="so2"): it needs the edge vectors, not SH
+)
+
+register_backend(CAPABILITIES)
