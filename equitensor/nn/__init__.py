@@ -1,5 +1,17 @@
 """Equivariant layers built on irreps-typed features."""
 
+from equitensor.nn.activation import NormalizedActivation
 from equitensor.nn.linear import Linear
+from equitensor.nn.radial import BesselBasis, PolynomialCutoff, RadialEmbedding, RadialMLP
+from equitensor.nn.symmetric_contraction import SymmetricContraction, generalized_cg
 
-__all__ = ["Linear"]
+__all__ = [
+    "BesselBasis",
+    "Linear",
+    "NormalizedActivation",
+    "PolynomialCutoff",
+    "RadialEmbedding",
+    "RadialMLP",
+    "SymmetricContraction",
+    "generalized_cg",
+]

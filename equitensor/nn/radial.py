@@ -1,0 +1,125 @@
+"""Radial features of edge lengths: MACE's Bessel basis, polynomial cutoff envelope and radial MLP.
+
+``RadialEmbedding`` returns ``bessel(r) * envelope(r)``, what MACE feeds to the radial MLP that
+produces the per-edge tensor-product weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from equitensor.nn.activation import NormalizedActivation
+
+
+class BesselBasis(nn.Module):
+    """``R_n(r) = sqrt(2 / r_max) sin(n pi r / r_max) / r`` for ``n = 1..num_basis`` (MACE, DimeNet).
+
+    Input: lengths of shape (...); output (..., num_basis). Lengths must be positive (edges
+    never have zero length). The frequencies ``n pi / r_max`` are fixed, as in MACE's default,
+    and made in the input's dtype on every call (so float64 keeps them exact); with
+    ``trainable=True`` they are a parameter instead.
+    """
+
+    def __init__(self, r_max: float, num_basis: int = 8, trainable: bool = False) -> None:
+        super().__init__()
+        if r_max <= 0 or num_basis < 1:
+            raise ValueError(f"BesselBasis needs r_max > 0 and num_basis >= 1, got {r_max}, {num_basis}")
+        self.r_max = float(r_max)
+        self.num_basis = int(num_basis)
+        self.prefactor = math.sqrt(2.0 / self.r_max)
+        if trainable:
+            self.frequencies = nn.Parameter(self._fixed_frequencies(torch.get_default_dtype(), None))
+        else:
+            self.register_parameter("frequencies", None)
+
+    def _fixed_frequencies(self, dtype: torch.dtype, device: torch.device | None) -> torch.Tensor:
+        n = torch.arange(1, self.num_basis + 1, dtype=torch.float64, device=device)
+        return (n * (math.pi / self.r_max)).to(dtype)
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        frequencies = self.frequencies
+        if frequencies is None:
+            frequencies = self._fixed_frequencies(lengths.dtype, lengths.device)
+        r = lengths.unsqueeze(-1)
+        return self.prefactor * torch.sin(frequencies * r) / r
+
+    def extra_repr(self) -> str:
+        trainable = self.frequencies is not None
+        return f"r_max={self.r_max}, num_basis={self.num_basis}, trainable={trainable}"
+
+
+class PolynomialCutoff(nn.Module):
+    """Smooth envelope going from 1 at r=0 to 0 at r_max with p continuous derivatives there.
+
+    ``u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)``, ``x = r / r_max``, times
+    ``(r < r_max)``. MACE trains with p=5 (its CLI default ``--num_cutoff_basis``).
+    """
+
+    def __init__(self, r_max: float, p: int = 5) -> None:
+        super().__init__()
+        if r_max <= 0 or p < 1:
+            raise ValueError(f"PolynomialCutoff needs r_max > 0 and p >= 1, got {r_max}, {p}")
+        self.r_max = float(r_max)
+        self.p = int(p)
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        p, x = self.p, lengths / self.r_max
+        envelope = (
+            1.0
+            - (p + 1.0) * (p + 2.0) / 2.0 * x**p
+            + p * (p + 2.0) * x ** (p + 1)
+            - p * (p + 1.0) / 2.0 * x ** (p + 2)
+        )
+        return envelope * (lengths < self.r_max).to(lengths.dtype)
+
+    def extra_repr(self) -> str:
+        return f"r_max={self.r_max}, p={self.p}"
+
+
+class RadialEmbedding(nn.Module):
+    """Edge features ``bessel(r) * envelope(r)``, shape (E, num_bessel): MACE's RadialEmbeddingBlock."""
+
+    def __init__(self, r_max: float, num_bessel: int = 8, num_polynomial_cutoff: int = 5) -> None:
+        super().__init__()
+        self.bessel = BesselBasis(r_max, num_bessel)
+        self.cutoff = PolynomialCutoff(r_max, num_polynomial_cutoff)
+        self.out_dim = num_bessel
+
+    def forward(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.bessel(lengths) * self.cutoff(lengths).unsqueeze(-1)
+
+
+class RadialMLP(nn.Module):
+    """MLP without biases, e3nn's ``FullyConnectedNet`` as MACE uses it for the tensor-product weights.
+
+    ``sizes = [in, hidden..., out]``. Each layer is ``x @ W / sqrt(fan_in)`` with ``W ~ N(0, 1)``;
+    hidden layers are followed by the activation rescaled to unit second moment
+    (:class:`NormalizedActivation`); the last layer has no activation. Weight ``i`` has shape
+    ``(sizes[i], sizes[i + 1])`` like e3nn's ``layer{i}.weight``.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "silu") -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"RadialMLP needs at least an input and an output size, all >= 1; got {sizes}")
+        self.sizes = sizes
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(h_in, h_out)) for h_in, h_out in zip(sizes, sizes[1:])
+        )
+        self.activation = NormalizedActivation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, weight in enumerate(self.weights):
+            x = x @ (weight / math.sqrt(weight.shape[0]))
+            if i < last:
+                x = self.activation(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, activation={self.activation.name}"

@@ -1,0 +1,216 @@
+"""MACE's product basis: channel-wise symmetric tensor powers of the node features, coupled to
+output irreps by generalised Clebsch-Gordan coefficients, with element-dependent weights.
+
+For every output irrep L, channel c and node b with element weights selected by ``node_attrs``::
+
+    B[b, c, L M] = sum_{nu=1..correlation} sum_p W_nu[z_b, p, c]
+                   sum_{i_1..i_nu} U_nu[M, i_1, .., i_nu, p] A[b, c, i_1] ... A[b, c, i_nu]
+
+``A[b, c, :]`` concatenates the components of every input irrep for channel c. ``U_nu`` holds
+one column ``p`` per coupling path ((l1 x l2 -> l12) x l3 -> ... -> L), each a product of real
+``wigner_3j`` (e3nn's basis) scaled by ``sqrt(2 l_out + 1)`` at every step ('component'
+normalization): MACE's ``U_matrix_real`` in its default (non-reduced) form, with the same path
+order, so MACE's product-basis weights map one to one.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch import nn
+
+from equitensor.irreps import Irrep, Irreps
+from equitensor.o3 import wigner_3j
+
+MAX_CORRELATION = 3
+
+
+def _level(irreps: Irreps, nu: int) -> list[tuple[Irrep, torch.Tensor]]:
+    """Every coupling path of ``nu`` copies of ``irreps``: (output irrep, tensor (2l+1, D**nu)).
+
+    Level 1 is one identity block per input irrep, in input order; higher levels couple each
+    path of level nu-1 with each input irrep, then are stably sorted by output irrep (MACE's order).
+    """
+    dim = irreps.dim
+    if nu == 1:
+        eye = torch.eye(dim, dtype=torch.float64)
+        return [(ir, eye[sl]) for (_, ir), sl in zip(irreps, irreps.slices())]
+    return sorted(_couple(_level(irreps, nu - 1), irreps, keep=None), key=lambda path: path[0])
+
+
+def _couple(
+    left_paths: list[tuple[Irrep, torch.Tensor]], irreps: Irreps, keep: Irrep | None
+) -> list[tuple[Irrep, torch.Tensor]]:
+    """Couple each left path with each input irrep, in enumeration order (only to ``keep`` if given)."""
+    dim = irreps.dim
+    out = []
+    for ir_left, left in left_paths:
+        for (_, ir), sl in zip(irreps, irreps.slices()):
+            for ir_out in ir_left * ir:
+                if keep is not None and ir_out != keep:
+                    continue
+                cg = wigner_3j(ir_out.l, ir_left.l, ir.l, dtype=torch.float64) * ir_out.dim**0.5
+                block = torch.einsum("ak,oab->okb", left, cg)
+                full = torch.zeros(ir_out.dim, left.shape[1], dim, dtype=torch.float64)
+                full[..., sl] = block
+                out.append((ir_out, full.reshape(ir_out.dim, -1)))
+    return out
+
+
+@cache
+def _generalized_cg_cached(irreps_in: str, ir_out: str, correlation: int) -> torch.Tensor:
+    irreps, target = Irreps(irreps_in), Irrep(ir_out)
+    if correlation == 1:
+        paths = [(ir, block) for ir, block in _level(irreps, 1) if ir == target]
+    else:
+        paths = _couple(_level(irreps, correlation - 1), irreps, keep=target)
+    shape = (target.dim,) + (irreps.dim,) * correlation
+    columns = [block.reshape(shape) for _, block in paths]
+    if not columns:
+        return torch.zeros(shape + (0,), dtype=torch.float64)
+    return torch.stack(columns, dim=-1)
+
+
+def generalized_cg(irreps_in, ir_out, correlation: int) -> torch.Tensor:
+    """Generalised real Clebsch-Gordan tensor ``U`` of shape ``(2L+1, D, ..., D, num_paths)`` (float64).
+
+    ``irreps_in`` are the coupled irreps (multiplicity 1 each, distinct, e.g. ``0e+1o+2e``),
+    ``D`` their total dimension, ``correlation`` the number of copies (1 to 3). Columns are
+    MACE's coupling paths in MACE's order; the tensor is equivariant,
+    ``U[.., D(R) on every input slot] = D_L(R) U``. Computed once per arguments and cached.
+    """
+    irreps = _coupling_irreps(irreps_in)
+    if not 1 <= correlation <= MAX_CORRELATION:
+        raise ValueError(f"correlation must be between 1 and {MAX_CORRELATION}, got {correlation}")
+    return _generalized_cg_cached(str(irreps), str(Irrep(ir_out)), int(correlation)).clone()
+
+
+def _coupling_irreps(irreps_in) -> Irreps:
+    irreps = Irreps(irreps_in)
+    irs = [ir for _, ir in irreps]
+    if any(mul != 1 for mul, _ in irreps) or len(set(irs)) != len(irs):
+        raise ValueError(f"coupling irreps must be distinct irreps of multiplicity 1, got {irreps}")
+    return irreps
+
+
+class SymmetricContraction(nn.Module):
+    """MACE's symmetric contraction (product basis) with element-dependent weights.
+
+    ``irreps_in``: ``C x ir`` for every coupled irrep (same multiplicity C, distinct irreps),
+    e.g. ``8x0e + 8x1o + 8x2e``; ``irreps_out``: ``C x L`` blocks, e.g. ``8x0e + 8x1o``.
+    Call as ``sc(x, node_attrs)`` with ``x`` (N, irreps_in.dim) in e3nn's mul_ir layout and
+    ``node_attrs`` (N, num_elements) (one-hot of the element) ; returns (N, irreps_out.dim).
+
+    Weights ``weights[k][nu - 1]`` of output block k have shape (num_elements, num_paths, C),
+    initialised ``randn / num_paths`` as in MACE. Evaluation is Horner-like, highest order
+    first, so nothing larger than (N, C, (2L+1) D^(correlation-1)) is formed.
+    """
+
+    backends = ("cg",)
+
+    def __init__(
+        self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cg"
+    ) -> None:
+        super().__init__()
+        if backend not in self.backends:
+            raise ValueError(
+                f"SymmetricContraction backend {backend!r} is not available; choose one of {self.backends}"
+            )
+        irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
+        muls = {mul for mul, _ in irreps_in} | {mul for mul, _ in irreps_out}
+        if len(muls) != 1:
+            raise ValueError(
+                f"SymmetricContraction needs one multiplicity for every input and output irrep, "
+                f"got {irreps_in} -> {irreps_out}"
+            )
+        if not 1 <= correlation <= MAX_CORRELATION:
+            raise ValueError(f"correlation must be between 1 and {MAX_CORRELATION}, got {correlation}")
+        if num_elements < 1:
+            raise ValueError(f"num_elements must be >= 1, got {num_elements}")
+        self.backend = backend
+        self.irreps_in, self.irreps_out = irreps_in, irreps_out
+        self.coupling_irreps = _coupling_irreps(Irreps([(1, ir) for _, ir in irreps_in]))
+        self.num_channels = muls.pop()
+        self.correlation = int(correlation)
+        self.num_elements = int(num_elements)
+        dim = self.coupling_irreps.dim
+        self.weights = nn.ModuleList()
+        self.num_paths: list[list[int]] = []
+        # float64 masters (not buffers), cast once per (dtype, device) on use: a module built in
+        # float32 and moved to float64 keeps exact coefficients. _couplings[k][nu - 1] is
+        # (P, D_last, M D^(nu-1)) for the highest order, contracted with w and A at once, and
+        # (P, M D^nu) for the lower orders.
+        self._couplings: list[list[torch.Tensor]] = []
+        self._cast: dict[tuple[torch.dtype, torch.device], list[list[torch.Tensor]]] = {}
+        for _, ir_out in irreps_out:
+            weights, counts, couplings = nn.ParameterList(), [], []
+            for nu in range(1, self.correlation + 1):
+                u = generalized_cg(self.coupling_irreps, ir_out, nu).movedim(-1, 0)  # (P, M, D, .., D)
+                paths = u.shape[0]
+                if nu == self.correlation:
+                    u = u.movedim(-1, 1).reshape(paths, dim, ir_out.dim * dim ** (nu - 1))
+                else:
+                    u = u.reshape(paths, ir_out.dim * dim**nu)
+                couplings.append(u.contiguous())
+                counts.append(paths)
+                weights.append(
+                    nn.Parameter(torch.randn(self.num_elements, paths, self.num_channels) / max(paths, 1))
+                )
+            self.weights.append(weights)
+            self.num_paths.append(counts)
+            self._couplings.append(couplings)
+
+    def _couplings_for(self, dtype: torch.dtype, device: torch.device) -> list[list[torch.Tensor]]:
+        key = (dtype, device)
+        if key not in self._cast:
+            self._cast[key] = [[u.to(device=device, dtype=dtype) for u in us] for us in self._couplings]
+        return self._cast[key]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, irreps_in.dim) in mul_ir layout -> (N, C, D)."""
+        n, c = x.shape[0], self.num_channels
+        blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
+        return torch.cat([b.reshape(n, c, ir.dim) for b, (_, ir) in zip(blocks, self.irreps_in)], dim=-1)
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[-1] != self.irreps_in.dim:
+            raise ValueError(
+                f"x must have shape (N, {self.irreps_in.dim}) for {self.irreps_in}, got {tuple(x.shape)}"
+            )
+        if node_attrs.shape != (x.shape[0], self.num_elements):
+            raise ValueError(
+                f"node_attrs must have shape ({x.shape[0]}, {self.num_elements}), "
+                f"got {tuple(node_attrs.shape)}"
+            )
+        features = self._features(x)
+        n, c = features.shape[:2]
+        dim = self.coupling_irreps.dim
+        couplings = self._couplings_for(x.dtype, x.device)
+        outputs = []
+        for k, (_, ir_out) in enumerate(self.irreps_out):
+            out = None
+            for nu in range(self.correlation, 0, -1):
+                u = couplings[k][nu - 1]
+                paths = u.shape[0]
+                weight = self.weights[k][nu - 1].reshape(self.num_elements, paths * c)
+                w = (node_attrs @ weight).reshape(n, paths, c).transpose(1, 2)  # per-node (N, C, P)
+                if out is None:  # highest order: U with w and one copy of A at once
+                    size = ir_out.dim * dim ** (nu - 1)
+                    v = (w.unsqueeze(-1) * features.unsqueeze(2)).reshape(n * c, paths * dim)
+                    out = (v @ u.reshape(paths * dim, size)).reshape(n, c, size)
+                else:  # add order nu, then contract one more copy of A
+                    size = ir_out.dim * dim ** (nu - 1)
+                    weighted = (w.reshape(n * c, paths) @ u).reshape(n, c, size, dim)
+                    out = torch.einsum("bcxi,bci->bcx", weighted + out.reshape(n, c, size, dim), features)
+            outputs.append(out.reshape(n, c * ir_out.dim))
+        return torch.cat(outputs, dim=-1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, "
+            f"num_elements={self.num_elements}, paths={self.num_paths}, backend={self.backend!r}"
+        )
+
+
+__all__ = ["MAX_CORRELATION", "SymmetricContraction", "generalized_cg"]
