@@ -234,6 +234,8 @@ class TensorNet(nn.Module):
             )
         if cutoff <= 0:
             raise ValueError(f"cutoff must be positive, got {cutoff}")
+        if num_layers < 0 or num_rbf < 1:
+            raise ValueError(f"need num_layers >= 0 and num_rbf >= 1, got {num_layers} and {num_rbf}")
         elements = self._element_list(atomic_numbers, max_z)
         if atomic_energies is not None and atomic_numbers is None:
             raise ValueError("atomic_energies needs atomic_numbers (the elements they belong to)")
@@ -295,8 +297,10 @@ class TensorNet(nn.Module):
     def config(self) -> dict:
         """JSON-compatible constructor kwargs that rebuild this model (with its current dtype)."""
         dtype = next(self.parameters()).dtype
-        name = next(k for k, v in DTYPES.items() if v == dtype)
-        return {**self._init_kwargs, "dtype": name}
+        names = [k for k, v in DTYPES.items() if v == dtype]
+        if not names:
+            raise ValueError(f"TensorNet parameters are {dtype}; only {sorted(DTYPES)} can be saved")
+        return {**self._init_kwargs, "dtype": names[0]}
 
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         """Atomic numbers (N,) -> element indices; a ValueError names any element the model lacks."""
@@ -316,6 +320,11 @@ class TensorNet(nn.Module):
         """The graph's edges plus one self-loop per atom, with their radial features."""
         vectors = graph.edge_vectors()
         distances = vectors.norm(dim=-1)
+        if bool((distances == 0).any()):
+            raise ValueError(
+                "the graph has zero-length edges (self-loops or atoms on top of each other); "
+                "TensorNet adds its own self-loop per atom, so build the graph without them"
+            )
         n = graph.num_nodes
         loops = torch.arange(n, device=vectors.device)
         distances = torch.cat([distances, distances.new_zeros(n)])

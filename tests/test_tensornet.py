@@ -338,6 +338,14 @@ def test_unknown_element_and_dtype_errors():
         model(graph_of(Atoms("HU", positions=[[0, 0, 0], [0, 0, 1.5]])))
     with pytest.raises(TypeError, match="float32 but the model is torch.float64"):
         model(graph_of(ethanol(), dtype=torch.float32))
+    graph = graph_of(Atoms("HO", positions=[[0, 0, 0], [0, 0, 1.0]]))
+    looped = replace(
+        graph,
+        edge_index=torch.cat([graph.edge_index, torch.tensor([[0], [0]])], dim=1),
+        unit_shifts=torch.cat([graph.unit_shifts, torch.zeros(1, 3, dtype=torch.float64)]),
+    )
+    with pytest.raises(ValueError, match="zero-length edges"):
+        model(looped)
     with pytest.raises(ValueError, match="equivariance_invariance_group"):
         TensorNet(equivariance_invariance_group="E(3)")
     with pytest.raises(ValueError, match="atomic_energies has 1 values for 2 atomic_numbers"):
