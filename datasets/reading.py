@@ -82,6 +82,9 @@ def read_structures(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if not f.read(4096).strip():
+            raise DatasetError(f"{path}: empty data set, the file is empty")
     frames = []
     try:
         for atoms in iread(path, index=":", format=format):
@@ -258,7 +261,8 @@ def _check_no_overlap(atoms: Atoms, where: str, min_distance: float) -> None:
     vectors = atoms.positions[receiver] - atoms.positions[sender] + shifts @ atoms.cell.array
     close = np.flatnonzero(np.linalg.norm(vectors, axis=1) < min_distance)
     if len(close):
-        k = close[0]
+        ordered = close[sender[close] <= receiver[close]]  # each pair appears both ways: lower index first
+        k = ordered[0] if len(ordered) else close[0]
         raise DatasetError(
             f"{where}: atoms {int(sender[k])} and {int(receiver[k])} (cell shift {shifts[k].tolist()}) "
             f"are closer than {min_distance} Å: two atoms at the same position"
