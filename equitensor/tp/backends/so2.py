@@ -84,19 +84,24 @@ def edge_frame_rotation(vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return rotation, nonzero
 
 
+_RECURSION_F64: dict[int, torch.Tensor] = {}
 _RECURSION: dict = {}
 
 
+def _recursion_f64(l: int) -> torch.Tensor:
+    """``sqrt(2l+1) wigner_3j(l-1, 1, l)`` in float64, cached in a plain dict (compile-friendly)."""
+    hit = _RECURSION_F64.get(l)
+    if hit is None:
+        hit = _RECURSION_F64[l] = wigner_3j(l - 1, 1, l, dtype=torch.float64) * (2 * l + 1) ** 0.5
+    return hit
+
+
 def _recursion_constants(lmax: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-    """``sqrt(2l+1) wigner_3j(l-1, 1, l)`` for l = 2..lmax, cast and cached (plain dict: compile-friendly)."""
+    """:func:`_recursion_f64` for l = 2..lmax, cast to ``dtype`` on ``device`` and cached."""
     key = (lmax, dtype, device)
     hit = _RECURSION.get(key)
     if hit is None:
-        hit = [
-            (wigner_3j(l - 1, 1, l, dtype=torch.float64) * (2 * l + 1) ** 0.5).to(dtype=dtype, device=device)
-            for l in range(2, lmax + 1)
-        ]
-        _RECURSION[key] = hit
+        hit = _RECURSION[key] = [_recursion_f64(l).to(dtype=dtype, device=device) for l in range(2, lmax + 1)]
     return hit
 
 
@@ -166,6 +171,8 @@ class SO2EdgeProduct(nn.Module):
             self.k_out[p.i_out] = max(self.k_out.get(p.i_out, 0), p.k)
         ls = [spec.irreps_in1[i].ir.l for i in self.k_in] + [spec.irreps_out[i].ir.l for i in self.k_out]
         self.lmax = max(ls, default=0)
+        for l in range(2, self.lmax + 1):
+            _recursion_f64(l)  # exact 3j arithmetic now, not inside a torch.compile trace
         self._scales: dict = {}
 
     @property
