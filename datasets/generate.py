@@ -111,7 +111,8 @@ def _isolated_atom(symbol: str) -> Atoms:
 
 def _labelled_copy(atoms: Atoms, config_type: str, with_stress: bool = True) -> Atoms:
     """A copy holding EMT's energy, forces (and stress, ASE sign, Voigt) as calculator results."""
-    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    # The MD's FixCom constraint would remove the net force: keep EMT's own forces.
+    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(apply_constraint=False)}
     if with_stress:
         results["stress"] = atoms.get_stress()
     frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)

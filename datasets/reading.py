@@ -76,8 +76,9 @@ def read_structures(
 ) -> list[LabelledStructure]:
     """Every frame of ``path`` as a checked LabelledStructure.
 
-    ``require`` names the labels every frame must have (forces are not required of one-atom
-    frames: they are zero). Two atoms closer than ``min_distance`` Å are an error.
+    ``require`` names the labels every frame must have; forces are not required of one-atom
+    frames (they are zero), stress and virials only of periodic frames. Two atoms closer than
+    ``min_distance`` Å are an error.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -183,7 +184,10 @@ def _structure(
         key = keys[label]
         value = available.get(key) if key is not None else None
         if value is None:
-            if label in require and not (label == "forces" and num_atoms == 1):
+            exempt = (label == "forces" and num_atoms == 1) or (
+                label in ("stress", "virials") and not pbc.all()
+            )
+            if label in require and not exempt:
                 wanted = repr(key) if key is not None else " or ".join(map(repr, DEFAULT_KEYS[label]))
                 raise DatasetError(
                     f"{where}: missing {label} (key {wanted}); keys present: {sorted(available)}"

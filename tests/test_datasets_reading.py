@@ -157,8 +157,12 @@ def test_missing_key_lists_present_keys(tmp_path):
         DatasetError, match=r"frame 0: missing energy \(key 'REF_energy'\).*'energy'.*'forces'"
     ):
         read_structures(path, energy_key="REF_energy")
+    read_structures(path, require=("energy", "stress"))  # a molecule has no stress to require
+    atoms, labels = emt_copper()
+    atoms.calc = SinglePointCalculator(atoms, energy=labels["energy"], forces=labels["forces"])
+    write(tmp_path / "nostress.xyz", atoms)
     with pytest.raises(DatasetError, match="missing stress"):
-        read_structures(path, require=("energy", "stress"))
+        read_structures(tmp_path / "nostress.xyz", require=("energy", "stress"))
 
 
 @pytest.mark.parametrize(
