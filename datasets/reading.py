@@ -174,8 +174,11 @@ def _structure(
         raise DatasetError(f"{where}: positions contain NaN or inf")
     cell = np.array(atoms.cell.array, dtype=np.float64)
     pbc = np.array(atoms.pbc, dtype=bool)
-    if pbc.any() and abs(np.linalg.det(cell)) < 1e-9:
-        raise DatasetError(f"{where}: periodic (pbc={pbc.tolist()}) but the cell has zero volume")
+    flat = [k for k in range(3) if pbc[k] and np.linalg.norm(cell[k]) < 1e-9]
+    if flat or (pbc.all() and abs(np.linalg.det(cell)) < 1e-9):
+        raise DatasetError(
+            f"{where}: periodic (pbc={pbc.tolist()}) but the cell {cell.tolist()} is degenerate"
+        )
     _check_no_overlap(atoms, where, min_distance)
 
     available = _available(atoms)

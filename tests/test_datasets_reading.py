@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from ase import Atoms
-from ase.build import bulk, molecule
+from ase.build import bulk, fcc111, molecule
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
@@ -197,6 +197,18 @@ def test_overlap_through_a_periodic_image():
     atoms.calc = SinglePointCalculator(atoms, energy=0.0, forces=np.zeros((4, 3)))
     with pytest.raises(DatasetError, match="same position"):
         structures_from_atoms([atoms])
+
+
+def test_slab_with_a_two_dimensional_cell_reads_but_a_flat_periodic_cell_does_not():
+    slab = fcc111("Al", (2, 2, 2), vacuum=None)
+    slab.pbc = [True, True, False]
+    slab.cell[2] = 0.0
+    slab.calc = SinglePointCalculator(slab, energy=0.0, forces=np.zeros((8, 3)))
+    (structure,) = structures_from_atoms([slab])
+    assert structure.cell[2].tolist() == [0.0, 0.0, 0.0]
+    slab.pbc = True
+    with pytest.raises(DatasetError, match="degenerate"):
+        structures_from_atoms([slab])
 
 
 def test_empty_data_set(tmp_path):
