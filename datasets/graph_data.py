@@ -72,8 +72,12 @@ def labels_of(structure: LabelledStructure, dtype: torch.dtype = torch.float64) 
             return torch.zeros(shape, dtype=dtype)
         return torch.as_tensor(np.asarray(value), dtype=dtype).reshape(shape)
 
-    weights = {
-        f"{label}_weight": torch.tensor([structure.label_weights[label]], dtype=dtype) for label in LABELS
+    weights = {  # an absent label has weight 0, whatever label_weights says
+        f"{label}_weight": torch.tensor(
+            [structure.label_weights.get(label, 1.0) if getattr(structure, label) is not None else 0.0],
+            dtype=dtype,
+        )
+        for label in LABELS
     }
     return Labels(
         energy=tensor(structure.energy, (1,)),

@@ -11,11 +11,13 @@ from torch.utils.data import DataLoader
 
 from equitensor.datasets import (
     GraphDataset,
+    LabelledStructure,
     MaxSizeBatchSampler,
     collate_graphs,
     graph_from_atoms,
     structures_from_atoms,
 )
+from equitensor.datasets.graph_data import labels_of
 
 
 def awkward_structures() -> dict[str, Atoms]:
@@ -152,3 +154,21 @@ def test_data_loader_with_the_sampler(structures):
     assert [b.labels.energy.tolist() for b in batches] == [[-10.0, -20.0], [-30.0, -40.0]]
     plain = list(DataLoader(dataset, batch_size=3, collate_fn=collate_graphs))
     assert [b.num_graphs for b in plain] == [3, 1]
+
+
+def test_absent_labels_get_weight_zero_even_if_the_structure_says_one():
+    atoms = molecule("H2O")
+    structure = LabelledStructure(
+        positions=atoms.positions,
+        numbers=atoms.numbers,
+        cell=np.zeros((3, 3)),
+        pbc=np.zeros(3, bool),
+        energy=-1.0,
+    )
+    labels = labels_of(structure)
+    assert [labels.energy_weight.item(), labels.forces_weight.item(), labels.stress_weight.item()] == [
+        1.0,
+        0,
+        0,
+    ]
+    assert torch.equal(labels.forces, torch.zeros(3, 3, dtype=torch.float64))
