@@ -1,0 +1,367 @@
+"""MACE (Batatia et al., NeurIPS 2022) from equitensor's public pieces, as ACEsuit/mace builds it.
+
+The layer structure, normalizations and defaults follow ACEsuit/mace's ``ScaleShiftMACE`` as its
+training CLI configures it, so published hyperparameters transfer:
+
+- one-hot of the element's index in ``atomic_numbers`` -> ``Linear`` to ``C x 0e``;
+- edge features ``bessel(r) * envelope_p(r)``; edge directions as 'component' spherical harmonics
+  up to ``max_ell``;
+- interaction t: ``Linear`` up, edge convolution (uvu, per-edge weights from the radial MLP),
+  ``Linear``, divided by ``avg_num_neighbors`` (not its square root). The first block is
+  MACE's ``RealAgnosticInteractionBlock`` (an element-dependent linear map on the message, no
+  residual), later ones ``RealAgnosticResidualInteractionBlock`` (element-dependent residual);
+- product basis: symmetric contraction up to ``correlation`` with per-element weights, ``Linear``,
+  plus the residual;
+- readouts: ``Linear`` to one scalar after every layer but the last, whose hidden features are
+  scalars only and read out by ``Linear -> SiLU -> Linear`` through ``MLP_irreps``;
+- ``E = sum_i E0(z_i) + sum_i (scale * sum_t readout_t(h_i^t) + shift)``; forces -dE/dr and
+  stress dE/d(strain)/V by autograd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.irreps import Irrep, Irreps
+from equitensor.nn import Linear, NormalizedActivation, RadialEmbedding, RadialMLP, SymmetricContraction
+from equitensor.tp import EdgeConvolution, FullyConnectedTensorProduct
+
+
+class InteractionBlock(nn.Module):
+    """Message ``A_i = Linear(sum_{j->i} TP_uvu(Linear(h)_j, Y(r_ij), MLP(edge_ij))) / avg_num_neighbors``.
+
+    ``residual=False`` (MACE's first block) then applies an element-dependent linear map to the
+    message and returns no skip connection; ``residual=True`` returns the element-dependent
+    linear map of the input features, in ``irreps_residual``, as the skip connection.
+    """
+
+    def __init__(
+        self,
+        irreps_node: Irreps,
+        irreps_sh: Irreps,
+        irreps_message: Irreps,
+        irreps_residual: Irreps,
+        num_elements: int,
+        num_radial: int,
+        radial_MLP: Sequence[int],
+        avg_num_neighbors: float,
+        residual: bool,
+        backend: str,
+    ) -> None:
+        super().__init__()
+        attrs = Irreps(f"{num_elements}x0e")
+        self.residual = residual
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.linear_up = Linear(irreps_node, irreps_node)
+        self.conv = EdgeConvolution(irreps_node, irreps_sh, irreps_message, backend=backend)
+        self.radial_mlp = RadialMLP([num_radial, *radial_MLP, self.conv.weight_numel])
+        self.linear = Linear(self.conv.irreps_out, irreps_message)
+        if residual:
+            self.skip = FullyConnectedTensorProduct(irreps_node, attrs, irreps_residual)
+        else:
+            self.skip = FullyConnectedTensorProduct(irreps_message, attrs, irreps_message)
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,
+        node_attrs: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        edge_feats: torch.Tensor,
+        edge_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        skip = self.skip(node_feats, node_attrs) if self.residual else None
+        up = self.linear_up(node_feats)
+        message = self.conv(up, edge_vectors, self.radial_mlp(edge_feats), edge_index)
+        message = self.linear(message) / self.avg_num_neighbors
+        if not self.residual:
+            message = self.skip(message, node_attrs)
+        return message, skip
+
+
+class ProductBlock(nn.Module):
+    """``h = Linear(SymmetricContraction(A, z)) (+ skip)``: MACE's EquivariantProductBasisBlock."""
+
+    def __init__(
+        self, irreps_message: Irreps, irreps_out: Irreps, correlation: int, num_elements: int, backend: str
+    ) -> None:
+        super().__init__()
+        self.contraction = SymmetricContraction(
+            irreps_message, irreps_out, correlation, num_elements, backend=backend
+        )
+        self.linear = Linear(irreps_out, irreps_out)
+
+    def forward(
+        self, message: torch.Tensor, skip: torch.Tensor | None, node_attrs: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.linear(self.contraction(message, node_attrs))
+        return out if skip is None else out + skip
+
+
+class NonLinearReadout(nn.Module):
+    """``Linear(hidden -> MLP_irreps) -> normalized SiLU -> Linear(-> 1x0e)``, MACE's last readout."""
+
+    def __init__(self, irreps_in: Irreps, irreps_mlp: Irreps) -> None:
+        super().__init__()
+        self.linear_1 = Linear(irreps_in, irreps_mlp)
+        self.activation = NormalizedActivation("silu")
+        self.linear_2 = Linear(irreps_mlp, "1x0e")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.activation(self.linear_1(x)))
+
+
+def resolve_hidden_irreps(num_channels: int | None, max_L: int | None, hidden_irreps: str | None) -> Irreps:
+    """Hidden irreps as MACE's CLI resolves them: ``C x (0e + 1o + .. up to max_L)`` by default 128, 1."""
+    if hidden_irreps is not None:
+        irreps = Irreps(hidden_irreps)
+        if len({mul for mul, _ in irreps}) != 1:
+            raise ValueError(f"hidden_irreps must have one multiplicity for every irrep, got {irreps}")
+        if irreps.count("0e") == 0:
+            raise ValueError(f"hidden_irreps must contain scalars (0e), got {irreps}")
+        if num_channels is not None and num_channels != irreps[0].mul:
+            raise ValueError(f"num_channels={num_channels} disagrees with hidden_irreps={irreps}")
+        if max_L is not None and max_L != irreps.lmax:
+            raise ValueError(f"max_L={max_L} disagrees with hidden_irreps={irreps}")
+        return irreps
+    channels = 128 if num_channels is None else int(num_channels)
+    max_L = 1 if max_L is None else int(max_L)
+    if channels < 1 or max_L < 0:
+        raise ValueError(f"num_channels must be >= 1 and max_L >= 0, got {channels}, {max_L}")
+    return Irreps([(channels, (l, (-1) ** l)) for l in range(max_L + 1)])
+
+
+def _atomic_energies_list(
+    atomic_energies: Sequence[float] | Mapping | None, atomic_numbers: list[int]
+) -> list[float]:
+    """E0s aligned with ``atomic_numbers`` from a list, a {Z: E0} dict (keys int or str) or None."""
+    if atomic_energies is None:
+        return [0.0] * len(atomic_numbers)
+    if isinstance(atomic_energies, Mapping):
+        by_z = {int(z): float(e) for z, e in atomic_energies.items()}
+        missing = [z for z in atomic_numbers if z not in by_z]
+        if missing:
+            raise ValueError(f"atomic_energies has no E0 for atomic numbers {missing}")
+        return [by_z[z] for z in atomic_numbers]
+    values = [float(e) for e in atomic_energies]
+    if len(values) != len(atomic_numbers):
+        raise ValueError(f"atomic_energies has {len(values)} values for {len(atomic_numbers)} atomic numbers")
+    return values
+
+
+class MACE(nn.Module):
+    """MACE interatomic potential (ScaleShiftMACE), from equitensor's pieces.
+
+    Arguments and defaults are MACE's CLI ones: ``atomic_numbers`` (the z_table), ``r_max`` (Å),
+    ``num_bessel`` 8, ``num_polynomial_cutoff`` 5, ``max_ell`` 3, ``num_channels``/``max_L``
+    (128/1) or ``hidden_irreps``, ``num_interactions`` 2, ``correlation`` 3 (or one per layer),
+    ``radial_MLP`` [64, 64, 64], ``MLP_irreps`` 16x0e, ``avg_num_neighbors``, ``atomic_energies``
+    (E0s: list aligned with ``atomic_numbers`` or {Z: E0}), ``scale``, ``shift``. ``backend``
+    selects the edge-convolution backend, ``product_backend`` the symmetric contraction's.
+
+    ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
+    rebuilds the model. E0s, scale and shift are float64 buffers whatever the model's dtype.
+    """
+
+    def __init__(
+        self,
+        atomic_numbers: Sequence[int],
+        r_max: float = 5.0,
+        num_bessel: int = 8,
+        num_polynomial_cutoff: int = 5,
+        max_ell: int = 3,
+        num_channels: int | None = None,
+        max_L: int | None = None,
+        hidden_irreps: str | None = None,
+        num_interactions: int = 2,
+        correlation: int | Sequence[int] = 3,
+        radial_MLP: Sequence[int] | None = None,
+        MLP_irreps: str = "16x0e",
+        avg_num_neighbors: float = 1.0,
+        atomic_energies: Sequence[float] | Mapping | None = None,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        backend: str = "cg",
+        product_backend: str = "cg",
+    ) -> None:
+        super().__init__()
+        atomic_numbers = [int(z) for z in atomic_numbers]
+        if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
+            raise ValueError(f"atomic_numbers must be a non-empty list of distinct Z, got {atomic_numbers}")
+        if min(atomic_numbers) < 1:
+            raise ValueError(f"atomic numbers must be >= 1, got {atomic_numbers}")
+        if num_interactions < 1:
+            raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
+        if avg_num_neighbors <= 0:
+            raise ValueError(f"avg_num_neighbors must be > 0, got {avg_num_neighbors}")
+        hidden = resolve_hidden_irreps(num_channels, max_L, hidden_irreps)
+        correlations = (
+            [int(correlation)] * num_interactions
+            if isinstance(correlation, int)
+            else [int(c) for c in correlation]
+        )
+        if len(correlations) != num_interactions:
+            raise ValueError(
+                f"correlation has {len(correlations)} entries for {num_interactions} interactions"
+            )
+        radial_MLP = [64, 64, 64] if radial_MLP is None else [int(h) for h in radial_MLP]
+        mlp_irreps = Irreps(MLP_irreps)
+        if any(ir != Irrep("0e") for _, ir in mlp_irreps):
+            raise ValueError(f"MLP_irreps must be scalars (Nx0e), got {mlp_irreps}")
+        energies = _atomic_energies_list(atomic_energies, atomic_numbers)
+
+        self.config = {
+            "atomic_numbers": atomic_numbers,
+            "r_max": float(r_max),
+            "num_bessel": int(num_bessel),
+            "num_polynomial_cutoff": int(num_polynomial_cutoff),
+            "max_ell": int(max_ell),
+            "hidden_irreps": str(hidden),
+            "num_interactions": int(num_interactions),
+            "correlation": correlation if isinstance(correlation, int) else correlations,
+            "radial_MLP": radial_MLP,
+            "MLP_irreps": str(mlp_irreps),
+            "avg_num_neighbors": float(avg_num_neighbors),
+            "atomic_energies": energies,
+            "scale": float(scale),
+            "shift": float(shift),
+            "backend": backend,
+            "product_backend": product_backend,
+        }
+        self.r_max = float(r_max)
+        self.num_elements = len(atomic_numbers)
+        self.hidden_irreps = hidden
+        self.register_buffer("atomic_numbers", torch.tensor(atomic_numbers, dtype=torch.long))
+        index = torch.full((max(atomic_numbers) + 1,), -1, dtype=torch.long)
+        index[torch.tensor(atomic_numbers)] = torch.arange(len(atomic_numbers))
+        self.register_buffer("element_index", index, persistent=False)
+        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
+        self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.float64))
+
+        channels = hidden[0].mul
+        scalars = Irreps(f"{channels}x0e")
+        sh = Irreps.spherical_harmonics(max_ell)
+        # messages carry C channels of every l <= max_ell (both parities if hidden has 0o, as MACE)
+        message_irs = (
+            sh
+            if hidden.count("0o") == 0
+            else Irreps([(1, (l, p)) for l in range(max_ell + 1) for p in (1, -1)])
+        )
+        message_first = Irreps([(channels, ir) for _, ir in sh]).regroup()
+        message_later = Irreps([(channels, ir) for _, ir in message_irs]).regroup()
+
+        self.node_embedding = Linear(f"{self.num_elements}x0e", scalars)
+        self.radial_embedding = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff)
+        self.interactions = nn.ModuleList()
+        self.products = nn.ModuleList()
+        self.readouts = nn.ModuleList()
+        for i in range(num_interactions):
+            last = i == num_interactions - 1
+            irreps_out = scalars if last else hidden
+            first = i == 0
+            self.interactions.append(
+                InteractionBlock(
+                    irreps_node=scalars if first else hidden,
+                    irreps_sh=sh,
+                    irreps_message=message_first if first else message_later,
+                    irreps_residual=irreps_out,
+                    num_elements=self.num_elements,
+                    num_radial=num_bessel,
+                    radial_MLP=radial_MLP,
+                    avg_num_neighbors=avg_num_neighbors,
+                    residual=not first,
+                    backend=backend,
+                )
+            )
+            self.products.append(
+                ProductBlock(
+                    message_first if first else message_later,
+                    irreps_out,
+                    correlations[i],
+                    self.num_elements,
+                    backend=product_backend,
+                )
+            )
+            if last and num_interactions > 1:
+                self.readouts.append(NonLinearReadout(irreps_out, mlp_irreps))
+            else:
+                self.readouts.append(Linear(irreps_out, "1x0e"))
+
+    def _apply(self, fn, recurse=True):
+        # E0s, scale and shift stay float64 (exact as given) on whatever device fn moves to
+        exact = {name: self._buffers[name] for name in ("atomic_energies", "scale", "shift")}
+        super()._apply(fn, recurse)
+        for name, value in exact.items():
+            self._buffers[name] = value.to(device=self._buffers[name].device)
+        return self
+
+    def element_indices(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Index of each atom's element in ``atomic_numbers``; ValueError naming unknown elements."""
+        table = self.element_index
+        known = (numbers >= 0) & (numbers < len(table))
+        index = torch.where(known, table[numbers.clamp(0, len(table) - 1)], -1)
+        if bool((index < 0).any()):
+            unknown = sorted(set(numbers[index < 0].tolist()))
+            raise ValueError(
+                f"atomic numbers {unknown} are not in this model's atomic_numbers "
+                f"{self.atomic_numbers.tolist()}"
+            )
+        return index
+
+    def _dtype(self) -> torch.dtype:
+        return self.node_embedding.weight.dtype
+
+    def forward(
+        self,
+        graph: AtomicGraph,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies (B,), node energies (N,), and forces (N, 3), stress/virial (B, 3, 3) on request.
+
+        ``training=True`` keeps the autograd graph of the forces so a loss on them can be
+        differentiated; otherwise derivative outputs are detached.
+        """
+        dtype = self._dtype()
+        if graph.positions.dtype != dtype:
+            raise ValueError(
+                f"graph positions are {graph.positions.dtype} but the model is {dtype}; "
+                f"convert one of them (graph.to(dtype=...) or model.to(...))"
+            )
+        index = self.element_indices(graph.numbers)
+        node_attrs = nn.functional.one_hot(index, self.num_elements).to(dtype)
+        derivatives = compute_forces or compute_stress
+        with torch.enable_grad() if derivatives else contextlib.nullcontext():
+            if derivatives:
+                work_graph, positions, strain = strained(graph)
+            else:
+                work_graph, positions, strain = graph, None, None
+            vectors = work_graph.edge_vectors()
+            edge_feats = self.radial_embedding(vectors.norm(dim=-1))
+            node_feats = self.node_embedding(node_attrs)
+            readouts = []
+            for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+                message, skip = interaction(node_feats, node_attrs, vectors, edge_feats, graph.edge_index)
+                node_feats = product(message, skip, node_attrs)
+                readouts.append(readout(node_feats).squeeze(-1))
+            interaction_energy = self.scale.to(dtype) * torch.stack(readouts).sum(0) + self.shift.to(dtype)
+            node_energy = self.atomic_energies.to(dtype)[index] + interaction_energy
+            energy = graph.structure_sum(node_energy)
+            out = {"energy": energy, "node_energy": node_energy}
+            if derivatives:
+                out.update(
+                    energy_derivatives(
+                        energy, graph, positions, strain if compute_stress else None, training=training
+                    )
+                )
+                if not compute_forces:
+                    del out["forces"]
+                if not training:
+                    out = {key: value.detach() for key, value in out.items()}
+        return out
