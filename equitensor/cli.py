@@ -3,19 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from equitensor.train import eval_command, train_command
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="equitensor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="an equivariant energy on ethanol, with an E(3) symmetry check")
+    train_command.add_parser(commands)
+    eval_command.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
 
         return demo()
+    if args.command == "train":
+        return run_reporting_errors(train_command.run, args)
+    if args.command == "eval":
+        return run_reporting_errors(eval_command.run, args)
     return 2
+
+
+def run_reporting_errors(command, args: argparse.Namespace) -> int:
+    """Run a command; bad input (config, data, files) prints ``error: ...`` and returns 2.
+
+    Set EQUITENSOR_TRACEBACK=1 to see the traceback instead.
+    """
+    try:
+        return command(args)
+    except (ValueError, OSError) as error:
+        if os.environ.get("EQUITENSOR_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

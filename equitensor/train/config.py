@@ -1,0 +1,323 @@
+"""The training configuration: defaults, YAML loading, dotted ``key=value`` overrides and checks.
+
+Every key has a default, so a YAML of a few lines (``model``, ``train_file``, ``r_max``,
+``epochs``) is a complete configuration. Unknown keys are errors that name the valid ones: a typo
+must never be ignored silently. Values given on the command line are parsed as YAML scalars, so
+``epochs=5``, ``lr=1e-3``, ``e0s={29: -0.1}`` and ``model_kwargs.num_channels=32`` all work.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and what is allowed."""
+
+
+CHOICES = {
+    "model": ("mace", "tensornet"),
+    "dtype": ("float32", "float64"),
+    "scaling": ("rms_forces", "none"),
+    "shift": ("mean", "zero"),
+    "loss": ("mse", "huber"),
+    "optimizer": ("adam", "adamw"),
+    "scheduler": ("plateau", "cosine", "none"),
+    "progress": ("auto", "true", "false"),
+}
+E0S_METHODS = ("auto", "isolated", "least_squares")
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``equitensor train`` reads from the YAML file (units: Å, eV).
+
+    Model: ``model`` (mace | tensornet), ``model_kwargs`` (constructor arguments passed through,
+    e.g. num_channels, max_L, hidden_channels), ``backend`` (MACE's edge-convolution backend),
+    ``r_max`` (cutoff, Å), ``dtype``.
+    Data: ``train_file`` (default: the shipped CuNi EMT set), ``valid_file`` or
+    ``valid_fraction``, ``test_file``, label keys, ``e0s`` (auto | isolated | least_squares | a
+    {Z or symbol: eV} dict), ``scaling`` (rms_forces: scale = RMS force component, MACE's default),
+    ``shift`` (mean: the mean per-atom energy above the E0s, as ScaleShiftMACE; zero).
+    Loss: ``loss`` (mse | huber), ``huber_delta``, ``{energy,forces,stress}_weight`` (energy per atom).
+    Optimisation: ``epochs``, ``batch_size``, ``max_atoms_per_batch``, ``optimizer`` (adam | adamw,
+    ``amsgrad``), ``lr``, ``weight_decay``, ``scheduler`` (plateau | cosine | none), ``lr_factor``,
+    ``scheduler_patience``, ``warmup_epochs``, ``min_lr``, ``ema``/``ema_decay``, ``clip_grad``.
+    Run: ``seed``, ``device`` (auto | cpu | cuda | cuda:N), ``eval_interval`` (epochs),
+    ``patience`` (early stopping, in evaluations), ``checkpoint_every_steps`` (0: per epoch only),
+    ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``.
+    """
+
+    model: str = "mace"
+    model_kwargs: dict = field(default_factory=dict)
+    backend: str | None = None
+    r_max: float = 5.0
+    dtype: str = "float64"
+
+    train_file: str | None = None
+    valid_file: str | None = None
+    valid_fraction: float = 0.1
+    test_file: str | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+    virials_key: str | None = None
+    e0s: Any = "auto"
+    scaling: str = "rms_forces"
+    shift: str = "mean"
+
+    loss: str = "mse"
+    huber_delta: float = 0.01
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 0.0
+
+    epochs: int = 100
+    batch_size: int = 10
+    valid_batch_size: int = 20
+    max_atoms_per_batch: int | None = None
+    optimizer: str = "adam"
+    amsgrad: bool = True
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"
+    lr_factor: float = 0.8
+    scheduler_patience: int = 50
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    ema: bool = True
+    ema_decay: float = 0.99
+    clip_grad: float | None = 10.0
+
+    seed: int = 0
+    device: str = "auto"
+    eval_interval: int = 1
+    patience: int | None = None
+    checkpoint_every_steps: int = 0
+    output_dir: str | None = None
+    name: str | None = None
+    progress: str | bool = "auto"
+    plots: bool = True
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or "run"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.run_name
+
+
+# Keys whose change would make a resumed run a different run.
+RESUME_FIXED_KEYS = (
+    "model",
+    "model_kwargs",
+    "backend",
+    "r_max",
+    "dtype",
+    "train_file",
+    "valid_file",
+    "valid_fraction",
+    "energy_key",
+    "forces_key",
+    "stress_key",
+    "virials_key",
+    "e0s",
+    "scaling",
+    "shift",
+    "seed",
+    "batch_size",
+    "max_atoms_per_batch",
+    "optimizer",
+    "scheduler",
+)
+
+# Small enough to train on 2 CPU cores in a couple of minutes (README's main job).
+QUICKSTART = {
+    "name": "quickstart",
+    "model": "mace",
+    "model_kwargs": {
+        "num_channels": 16,
+        "max_L": 1,
+        "max_ell": 2,
+        "correlation": 2,
+        "radial_MLP": [32, 32],
+    },
+    "r_max": 4.5,
+    "dtype": "float32",
+    "epochs": 6,
+    "batch_size": 5,
+    "lr": 0.01,
+    "stress_weight": 10.0,
+}
+
+_ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "dict": (dict,),
+    "None": (type(None),),
+    "Any": (object,),
+}
+
+
+def _allowed_types(name: str) -> tuple[type, ...]:
+    """Python types a YAML value may have for the field ``name`` (from its annotation)."""
+    annotation = {f.name: f.type for f in fields(TrainConfig)}[name]
+    return tuple(t for part in annotation.split(" | ") for t in _ANNOTATION_TYPES[part])
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join(sorted({"null" if t is type(None) else t.__name__ for t in types}))
+
+
+def _unknown_key_message(keys: Sequence[str], valid: Sequence[str], where: str) -> str:
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{where}: unknown key(s) {', '.join(hints)}; valid keys: {', '.join(valid)}"
+
+
+def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """A checked TrainConfig from a mapping; unknown keys and wrong types are ConfigErrors."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of key: value, got {type(values).__name__}")
+    valid = [f.name for f in fields(TrainConfig)]
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        raise ConfigError(_unknown_key_message([str(k) for k in unknown], valid, where))
+    for key, value in values.items():
+        types = _allowed_types(key)
+        wrong_bool = isinstance(value, bool) and bool not in types and object not in types
+        if wrong_bool or not isinstance(value, types):
+            raise ConfigError(f"{where}: {key} must be {_type_name(types)}, got {value!r}")
+    config = TrainConfig(**values)
+    if isinstance(config.r_max, int):
+        config.r_max = float(config.r_max)
+    check_config(config, where)
+    return config
+
+
+def check_config(config: TrainConfig, where: str = "config") -> None:
+    """Value checks beyond types: choices, ranges and combinations."""
+    for key, choices in CHOICES.items():
+        value = getattr(config, key)
+        if isinstance(value, bool) and key == "progress":
+            config.progress = "true" if value else "false"
+            continue
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    positive = ("r_max", "epochs", "batch_size", "valid_batch_size", "lr", "eval_interval", "huber_delta")
+    for key in positive:
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{where}: {key} must be > 0, got {getattr(config, key)!r}")
+    non_negative = (
+        "energy_weight",
+        "forces_weight",
+        "stress_weight",
+        "weight_decay",
+        "warmup_epochs",
+        "min_lr",
+        "checkpoint_every_steps",
+        "scheduler_patience",
+    )
+    for key in non_negative:
+        if getattr(config, key) < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(config, key)!r}")
+    if config.energy_weight == config.forces_weight == config.stress_weight == 0:
+        raise ConfigError(
+            f"{where}: energy_weight, forces_weight and stress_weight are all 0: nothing to fit"
+        )
+    if not 0 <= config.valid_fraction < 1:
+        raise ConfigError(f"{where}: valid_fraction must be in [0, 1), got {config.valid_fraction}")
+    if config.valid_file is None and config.valid_fraction == 0:
+        raise ConfigError(
+            f"{where}: give valid_file or a valid_fraction > 0 (validation chooses the best model)"
+        )
+    if not 0 <= config.ema_decay < 1:
+        raise ConfigError(f"{where}: ema_decay must be in [0, 1), got {config.ema_decay}")
+    if config.patience is not None and config.patience < 1:
+        raise ConfigError(f"{where}: patience must be >= 1 or null, got {config.patience}")
+    if config.clip_grad is not None and config.clip_grad <= 0:
+        raise ConfigError(f"{where}: clip_grad must be > 0 or null, got {config.clip_grad}")
+    if config.max_atoms_per_batch is not None and config.max_atoms_per_batch < 1:
+        raise ConfigError(f"{where}: max_atoms_per_batch must be >= 1 or null")
+    if config.num_threads is not None and config.num_threads < 1:
+        raise ConfigError(f"{where}: num_threads must be >= 1 or null")
+    e0s = config.e0s
+    if not (isinstance(e0s, dict) or e0s in E0S_METHODS):
+        raise ConfigError(
+            f"{where}: e0s must be one of {', '.join(E0S_METHODS)} "
+            f"or a mapping {{Z or symbol: eV}}, got {e0s!r}"
+        )
+    if config.backend is not None and config.model == "tensornet":
+        raise ConfigError(
+            f"{where}: backend={config.backend!r} given, but TensorNet has no tensor-product backend"
+        )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
+    return path, value
+
+
+def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
+    """A copy of ``values`` with every dotted ``key=value`` override set (nested dicts created)."""
+    result = yaml.safe_load(yaml.safe_dump(values))  # deep copy of plain data
+    for text in overrides:
+        path, value = parse_override(text)
+        target = result
+        for part in path[:-1]:
+            current = target.get(part)
+            if current is None:
+                current = target[part] = {}
+            if not isinstance(current, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is {current!r}, not a mapping")
+            target = current
+        target[path[-1]] = value
+    return result
+
+
+def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The configuration from a YAML file (or the quickstart preset when ``path`` is None),
+    with command-line overrides applied last."""
+    if path is None:
+        values: dict = dict(QUICKSTART)
+        where = "quickstart preset"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+        values.setdefault("name", path.stem)
+        where = str(path)
+    values = apply_overrides(values, overrides)
+    return config_from_dict(values, where if not overrides else f"{where} with overrides")
