@@ -73,8 +73,15 @@ def fit_e0s(structures: Sequence[LabelledStructure]) -> tuple[dict[int, float], 
     e0s = {z: float(solution[column[z]]) for z in elements}
     residual = energies - counts @ solution
     rms_per_atom = float(np.sqrt(np.mean((residual / counts.sum(1)) ** 2)))
+    return e0s, least_squares_sentence(len(labelled), elements, rms_per_atom, int(rank))
+
+
+def least_squares_sentence(
+    num_structures: int, elements: Sequence[int], rms_per_atom: float, rank: int
+) -> str:
+    """The training-log sentence about a least-squares E0 fit (shared by every way of fitting)."""
     sentence = (
-        f"E0s fitted by least squares of the energy on the composition of {len(labelled)} structures "
+        f"E0s fitted by least squares of the energy on the composition of {num_structures} structures "
         f"(elements {', '.join(chemical_symbols[z] for z in elements)}; RMS residual "
         f"{1e3 * rms_per_atom:.1f} meV/atom)"
     )
@@ -83,7 +90,7 @@ def fit_e0s(structures: Sequence[LabelledStructure]) -> tuple[dict[int, float], 
             f"; the compositions determine only {rank} combination(s) of the {len(elements)} E0s, "
             "so these are the minimum-norm solution, not unique"
         )
-    return e0s, sentence + "."
+    return sentence + "."
 
 
 def compute_e0s(
@@ -97,8 +104,12 @@ def compute_e0s(
     isolated, others = split_isolated_atoms(structures, config_types)
     if not isolated:
         return fit_e0s(others)
-    e0s = isolated_atom_energies(isolated)
     needed = {int(z) for s in others for z in s.numbers}
+    return e0s_covering(isolated_atom_energies(isolated), len(isolated), needed)
+
+
+def e0s_covering(e0s: dict[int, float], num_isolated: int, needed: set[int]) -> tuple[dict[int, float], str]:
+    """Isolated-atom E0s, checked to cover every element in ``needed``, and their sentence."""
     missing = sorted(needed - set(e0s))
     if missing:
         raise DatasetError(
@@ -106,7 +117,7 @@ def compute_e0s(
             f"{_symbols(missing)}: add isolated-atom frames (config_type=IsolatedAtom) for them "
             "or give every E0 explicitly"
         )
-    sentence = f"E0s from {len(isolated)} isolated-atom frames ({_symbols(e0s)})."
+    sentence = f"E0s from {num_isolated} isolated-atom frames ({_symbols(e0s)})."
     return e0s, sentence
 
 

@@ -14,7 +14,7 @@ Every problem raises :class:`DatasetError` naming the file and the frame (counti
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,23 +80,9 @@ def read_structures(
     frames (they are zero), stress and virials only of periodic frames. Two atoms closer than
     ``min_distance`` Å are an error.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        if not f.read(4096).strip():
-            raise DatasetError(f"{path}: empty data set, the file is empty")
-    frames = []
-    try:
-        for atoms in iread(path, index=":", format=format):
-            frames.append(atoms)
-    except Exception as error:  # ASE raises many kinds of errors on malformed files
-        raise DatasetError(
-            f"{path}, frame {len(frames)}: malformed file, ASE could not read it "
-            f"({type(error).__name__}: {error})"
-        ) from error
+    path = _checked_path(path)
     return structures_from_atoms(
-        frames,
+        list(_read_frames(path, format)),
         source=path,
         energy_key=energy_key,
         forces_key=forces_key,
@@ -106,6 +92,81 @@ def read_structures(
         config_type_weights=config_type_weights,
         min_distance=min_distance,
     )
+
+
+def iter_structures(
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    virials_key: str | None = None,
+    require: Sequence[str] = ("energy", "forces"),
+    config_type_weights: dict[str, float] | None = None,
+    min_distance: float = 1e-3,
+) -> Iterator[LabelledStructure]:
+    """The frames of ``path`` one at a time, checked as :func:`read_structures` checks them, for
+    files larger than memory.
+
+    A key left as ``None`` is resolved frame by frame: the first default name met is used, and a
+    later frame holding the other one is an error (as a file holding both is for read_structures).
+    """
+    path = _checked_path(path)
+    _check_require(require)
+    given = {"energy": energy_key, "forces": forces_key, "stress": stress_key, "virials": virials_key}
+    keys = dict(given)
+    count = 0
+    for index, atoms in enumerate(_read_frames(path, format)):
+        where = f"{path}, frame {index}"
+        for label in LABELS:
+            if given[label] is None:
+                found = _resolve_key(label, None, [atoms], where)
+                if found is not None and keys[label] not in (None, found):
+                    raise DatasetError(
+                        f"{where}: holds {found!r} but earlier frames hold {keys[label]!r}; "
+                        f"pass {label}_key to say which one holds the reference {label}"
+                    )
+                keys[label] = keys[label] or found
+        yield _structure(atoms, where, keys, require, config_type_weights, min_distance)
+        count += 1
+    if count == 0:
+        raise DatasetError(f"{path}: empty data set, no structures in it")
+
+
+def _checked_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, if it names a non-empty file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        if not f.read(4096).strip():
+            raise DatasetError(f"{path}: empty data set, the file is empty")
+    return path
+
+
+def _read_frames(path: str, format: str | None) -> Iterator[Atoms]:
+    """ASE's frames of ``path``, one at a time; a frame ASE cannot parse is a DatasetError."""
+    frames = iread(path, index=":", format=format)
+    index = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as error:  # ASE raises many kinds of errors on malformed files
+            raise DatasetError(
+                f"{path}, frame {index}: malformed file, ASE could not read it "
+                f"({type(error).__name__}: {error})"
+            ) from error
+        yield atoms
+        index += 1
+
+
+def _check_require(require: Sequence[str]) -> None:
+    unknown = set(require) - set(LABELS)
+    if unknown:
+        raise ValueError(f"require names unknown labels {sorted(unknown)}; known: {LABELS}")
 
 
 def structures_from_atoms(
@@ -124,9 +185,7 @@ def structures_from_atoms(
     frames = list(frames)
     if not frames:
         raise DatasetError(f"{source}: empty data set, no structures in it")
-    unknown = set(require) - set(LABELS)
-    if unknown:
-        raise ValueError(f"require names unknown labels {sorted(unknown)}; known: {LABELS}")
+    _check_require(require)
     given = {"energy": energy_key, "forces": forces_key, "stress": stress_key, "virials": virials_key}
     keys = {label: _resolve_key(label, given[label], frames, source) for label in LABELS}
     return [
