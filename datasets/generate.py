@@ -123,7 +123,16 @@ def _labelled_copy(atoms: Atoms, config_type: str, with_stress: bool = True) -> 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m equitensor.datasets.generate out.xyz --composition Cu=0.7,Ni=0.3``."""
-    parser = argparse.ArgumentParser(description="EMT-labelled MD frames of fcc metal cells, as extxyz")
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
+DESCRIPTION = "EMT-labelled MD frames of fcc metal cells, as extxyz"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generator's options (shared by this module's main and ``equitensor data generate``)."""
     parser.add_argument("path", help="output extxyz file")
     parser.add_argument("--composition", default="Cu=1", help="site probabilities, e.g. Cu=0.7,Ni=0.3")
     parser.add_argument("--repeat", type=int, default=2, help="conventional fcc cells per side")
@@ -135,7 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timestep-fs", type=float, default=2.0)
     parser.add_argument("--max-strain", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Generate the data set that parsed options ``args`` describe."""
     composition = {}
     for part in args.composition.split(","):
         symbol, _, weight = part.partition("=")
