@@ -1,0 +1,1 @@
+"""CUDA kernels (``cuda/*.cu``) compiled at run time, wrapped as differentiable torch custom ops."""
