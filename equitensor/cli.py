@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from equitensor.datasets import cli as data_cli
 from equitensor.train import eval_command, train_command
 
 
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("demo", help="an equivariant energy on ethanol, with an E(3) symmetry check")
     train_command.add_parser(commands)
     eval_command.add_parser(commands)
+    data_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_reporting_errors(train_command.run, args)
     if args.command == "eval":
         return run_reporting_errors(eval_command.run, args)
+    if args.command == "data":
+        return run_reporting_errors(data_cli.run, args)
     return 2
 
 
