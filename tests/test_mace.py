@@ -379,3 +379,107 @@ def test_single_interaction_uses_linear_readout():
 def test_numpy_free_energy_sum(model64):
     out = model64(methanol())
     assert out["energy"].item() == pytest.approx(float(np.sum(out["node_energy"].numpy())), rel=1e-14)
+
+
+def copy_weights_from_mace(ours: MACE, theirs) -> None:
+    """Load an ACEsuit/mace ScaleShiftMACE's weights into ours (same architecture)."""
+    from equitensor.tp import edge_product_irreps
+
+    def cp(dst, src):
+        assert dst.shape == src.shape, (dst.shape, src.shape)
+        dst.data.copy_(src.data)
+
+    cp(ours.node_embedding.weight, theirs.node_embedding.linear.weight)
+    for a, b, p, q, r, s in zip(
+        ours.interactions, theirs.interactions, ours.products, theirs.products, ours.readouts, theirs.readouts
+    ):
+        cp(a.linear_up.weight, b.linear_up.weight)
+        layers = len(a.radial_mlp.weights)
+        for k in range(layers - 1):
+            cp(a.radial_mlp.weights[k], getattr(b.conv_tp_weights, f"layer{k}").weight)
+        # mace orders the convolution's instructions by output block, we keep enumeration order
+        _, instructions = edge_product_irreps(a.conv.irreps_node, a.conv.irreps_sh, a.linear.irreps_out)
+        by_output = sorted(range(len(instructions)), key=lambda k: instructions[k][2])
+        sizes = [a.conv.irreps_node[instructions[k][0]].mul for k in by_output]
+        blocks = getattr(b.conv_tp_weights, f"layer{layers - 1}").weight.split(sizes, dim=1)
+        ordered = [blocks[by_output.index(k)] for k in range(len(instructions))]
+        cp(a.radial_mlp.weights[-1], torch.cat(ordered, dim=1))
+        cp(a.linear.weight, b.linear.weight)
+        cp(a.skip.weight, b.skip_tp.weight)
+        for k, contraction in enumerate(q.symmetric_contractions.contractions):
+            highest_first = [contraction.weights_max, *contraction.weights]
+            for j, w in enumerate(highest_first):
+                cp(p.contraction.weights[k][p.contraction.correlation - j - 1], w)
+        cp(p.linear.weight, q.linear.weight)
+        if hasattr(s, "linear_1"):
+            cp(r.linear_1.weight, s.linear_1.weight)
+            cp(r.linear_2.weight, s.linear_2.weight)
+        else:
+            cp(r.weight, s.linear.weight)
+
+
+@pytest.mark.parametrize(
+    "max_ell, hidden, correlation, layers", [(2, "4x0e+4x1o", 3, 2), (3, "4x0e+4x1o+4x2e", 2, 3)]
+)
+def test_matches_acesuit_mace(max_ell, hidden, correlation, layers):
+    """Same weights, same numbers as ACEsuit/mace's ScaleShiftMACE (runs where mace is installed)."""
+    models = pytest.importorskip("mace.modules.models")
+    blocks = pytest.importorskip("mace.modules.blocks")
+    from e3nn import o3
+
+    kwargs = dict(
+        r_max=R_MAX,
+        num_bessel=6,
+        num_polynomial_cutoff=5,
+        max_ell=max_ell,
+        num_interactions=layers,
+        correlation=correlation,
+        radial_MLP=[16, 16],
+        avg_num_neighbors=4.0,
+    )
+    energies = [E0[z] for z in (1, 6, 8)]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        theirs = models.ScaleShiftMACE(
+            atomic_inter_scale=1.3,
+            atomic_inter_shift=0.1,
+            interaction_cls=blocks.RealAgnosticResidualInteractionBlock,
+            interaction_cls_first=blocks.RealAgnosticInteractionBlock,
+            num_elements=3,
+            hidden_irreps=o3.Irreps(hidden),
+            MLP_irreps=o3.Irreps("8x0e"),
+            atomic_energies=np.array(energies),
+            atomic_numbers=[1, 6, 8],
+            gate=torch.nn.functional.silu,
+            use_reduced_cg=False,
+            **kwargs,
+        )
+        ours = MACE(
+            [1, 6, 8],
+            hidden_irreps=hidden,
+            MLP_irreps="8x0e",
+            atomic_energies=energies,
+            scale=1.3,
+            shift=0.1,
+            **kwargs,
+        )
+    finally:
+        torch.set_default_dtype(default)
+    copy_weights_from_mace(ours, theirs)
+    graph = batch_graphs([methanol(), periodic_cell()])
+    out = ours(graph, compute_stress=True)
+    data = {
+        "positions": graph.positions.clone(),
+        "node_attrs": torch.nn.functional.one_hot(ours.element_indices(graph.numbers), 3).double(),
+        "edge_index": graph.edge_index,
+        "batch": graph.batch,
+        "ptr": torch.tensor([0, 6, 9]),
+        "cell": graph.cell.reshape(-1, 3),
+        "unit_shifts": graph.unit_shifts,
+        "shifts": torch.einsum("ei,eij->ej", graph.unit_shifts, graph.cell[graph.batch[graph.sender]]),
+        "head": torch.zeros(2, dtype=torch.long),
+    }
+    ref = theirs(data, compute_force=True, compute_stress=True)
+    for key in ("energy", "node_energy", "forces", "stress"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
