@@ -483,3 +483,17 @@ def test_matches_acesuit_mace(max_ell, hidden, correlation, layers):
     ref = theirs(data, compute_force=True, compute_stress=True)
     for key in ("energy", "node_energy", "forces", "stress"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(model64):
+    import copy
+
+    graph = batch_graphs([methanol(), periodic_cell()])
+    cpu = model64(graph, compute_stress=True)
+    model = copy.deepcopy(model64).to("cuda")
+    assert model.atomic_energies.dtype == torch.float64 and model.atomic_energies.is_cuda
+    out = model(graph.to("cuda"), compute_stress=True)
+    for key in cpu:
+        torch.testing.assert_close(out[key].cpu(), cpu[key], rtol=1e-10, atol=1e-10)
