@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from equitensor.bench import cli as bench_cli
 from equitensor.datasets import cli as data_cli
 from equitensor.train import eval_command, train_command
 
@@ -17,11 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     train_command.add_parser(commands)
     eval_command.add_parser(commands)
     data_cli.add_parser(commands)
+    bench_cli.add_bench_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
 
         return demo()
+    if args.command == "bench":
+        return bench_cli.run(args)
     if args.command == "train":
         return run_reporting_errors(train_command.run, args)
     if args.command == "eval":

@@ -103,8 +103,10 @@ def _operator(
 
 
 def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: " + " ".join(line.strip() for line in lines[:3])
+    """The error's first line and first listed item, with how many more items it lists."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = f"{type(error).__name__}: " + " ".join(lines[:2])
+    return text + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
 
 
 def _wanted(backends: list[str], reference_first: bool = True) -> list[str]:
@@ -254,7 +256,7 @@ def tp_full_case(
         else:
             try:
                 call, info = peers.cueq_full_tensor_product(irreps1, irreps2, dtype, device)
-                if info["irreps_out"] != str(reference.irreps_out):
+                if Irreps(info["irreps_out"]) != reference.irreps_out:
                     raise RuntimeError(
                         f"output irreps {info['irreps_out']} differ from {reference.irreps_out}"
                     )

@@ -200,11 +200,7 @@ def _jobs(args, dtype, device) -> list:
                             cases.tp_gaunt_case, l, c, args.batch, lmax_out=out, seed=args.seed, **common
                         )
                     else:
-                        gaunt_only = {"gaunt", "grid"}
-                        kw = dict(
-                            common, backends=[b for b in args.backends if b not in gaunt_only] or ["cg"]
-                        )
-                        build = partial(cases.tp_full_case, l, c, args.batch, seed=args.seed, **kw)
+                        build = partial(cases.tp_full_case, l, c, args.batch, seed=args.seed, **common)
                     jobs.append((f"tp:{op} L={l} C={c} batch={args.batch}", build))
     elif kind == "conv":
         nodes = args.nodes or max(1, args.edges // 16)
