@@ -1,13 +1,13 @@
 """Floating-point operation and byte counts of the benchmarked operations (per call, forward).
 
 A count turns a time into an achieved rate (GFLOP/s, GB/s) that can be set next to the
-machine's peak. Each function states its formula; they count the algorithm as the backend runs
-it (dense tables count densely, sparse ones by their non-zeros), one multiply-add = 2 flops, one
-complex multiply-add = 8 flops. Bytes are the *compulsory* traffic: every input, weight and
-output read or written once; the real traffic of an implementation is higher (temporaries), so
-GB/s from these counts is a lower bound on what the memory system delivered.
+machine's peak. Each function states its formula: the algorithm as the backend runs it (dense
+tables count densely, sparse ones by their non-zeros; the Fourier Gaunt product by its
+algorithm's sparsity), one multiply-add = 2 flops. Bytes are the *compulsory* traffic: every
+input, weight and output read or written once; the real traffic of an implementation is higher
+(temporaries), so GB/s from these counts is a lower bound on what the memory system delivered.
 
-Passes (:func:`pass_counts`). The forward count is exact by construction. For a multilinear map
+Passes (:func:`pass_counts`). The forward count is the stated formula. For a multilinear map
 (the tensor products: linear in each input) the gradient with respect to one input is one
 contraction with the same non-zeros, so fwd+bwd = (1 + number of differentiated inputs) x fwd
 flops and fwd bytes + (output gradient + inputs re-read + input gradients written). Other passes
@@ -37,8 +37,6 @@ __all__ = [
     "symmetric_contraction_counts",
     "tensor_product_counts",
 ]
-
-COMPLEX_MAC = 8  # flops of one complex multiply-add (4 real multiplies, 4 real adds)
 
 
 @dataclass(frozen=True)
@@ -129,17 +127,20 @@ def fft_flops(n1: int, n2: int) -> float:
 
 
 def gaunt_fft_counts(lmax1: int, lmax2: int, lmax_out: int, channels: int, batch: int, itemsize: int):
-    """Counts of the ``gaunt`` (2D Fourier) backend on ``batch`` samples of ``channels`` channels.
+    """Counts of the Gaunt product by 2D Fourier series (Luo et al. 2024), ``batch`` samples of
+    ``channels`` channels: the *algorithm's* count, with the sparsity of the conversion tables
+    (``Y_lm`` has terms |u| <= l and v = +-m only), not the backend's particular table layout.
 
     Per channel, with n = 2 (L1 + L2) + 1 the FFT size and k = min(L3, L1 + L2):
-    to Fourier (each input, dense tables): 8 [(L+1)(2L+1)^2 + (2L+1)^3];
-    FFTs: 3 x 5 n^2 log2(n^2) (two forward, one inverse) + 6 n^2 (pointwise complex product);
-    back to harmonics: 8 [n (2k+1)^2 + (k+1)(2k+1) n].
-    bytes = batch x channels x ((L1+1)^2 + (L2+1)^2 + (L3+1)^2) x itemsize.
+    SH -> Fourier (each input): 2 sum_{l<=L} (2l+1)^2 terms, real x complex = 4 flops each;
+    FFTs: 3 x 5 n^2 log2(n^2) (two forward, one inverse, complex) + 6 n^2 (pointwise product);
+    Fourier -> SH: 2 n sum_{l<=k} (2l+1) terms (all u, v = +-m), 4 flops each (real part only).
+    Real-FFT savings (Hermitian symmetry) are not counted, so an implementation using them does
+    fewer flops than this. bytes = batch x channels x ((L1+1)^2 + (L2+1)^2 + (L3+1)^2) x itemsize.
     """
 
-    def to_fourier(l: int) -> int:
-        return COMPLEX_MAC * ((l + 1) * (2 * l + 1) ** 2 + (2 * l + 1) ** 3)
+    def to_fourier(l_max: int) -> int:
+        return 4 * 2 * sum((2 * l + 1) ** 2 for l in range(l_max + 1))
 
     n, k = 2 * (lmax1 + lmax2) + 1, min(lmax_out, lmax1 + lmax2)
     per_channel = (
@@ -147,14 +148,14 @@ def gaunt_fft_counts(lmax1: int, lmax2: int, lmax_out: int, channels: int, batch
         + to_fourier(lmax2)
         + 3 * fft_flops(n, n)
         + 6 * n * n
-        + COMPLEX_MAC * (n * (2 * k + 1) ** 2 + (k + 1) * (2 * k + 1) * n)
+        + 4 * 2 * n * sum(2 * l + 1 for l in range(k + 1))
     )
     return Counts(
         flops=float(batch * channels * per_channel),
         bytes_in=float(itemsize * batch * channels * ((lmax1 + 1) ** 2 + (lmax2 + 1) ** 2)),
         bytes_out=float(itemsize * batch * channels * (lmax_out + 1) ** 2),
-        formula="gaunt: per channel dense SH<->Fourier tables (8 flops/complex MAC) + 3 FFTs 5N log2 N "
-        "+ pointwise product",
+        formula="gaunt: per channel sparse SH<->Fourier conversions + 3 complex FFTs (5 N log2 N) "
+        "+ pointwise product (algorithmic count)",
         multilinear=True,
         differentiable_inputs=2,
     )
