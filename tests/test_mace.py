@@ -422,7 +422,8 @@ def copy_weights_from_mace(ours: MACE, theirs) -> None:
 
 
 @pytest.mark.parametrize(
-    "max_ell, hidden, correlation, layers", [(2, "4x0e+4x1o", 3, 2), (3, "4x0e+4x1o+4x2e", 2, 3)]
+    "max_ell, hidden, correlation, layers",
+    [(2, "4x0e+4x1o", 3, 2), (3, "4x0e+4x1o+4x2e", 2, 3), (2, "4x0e+4x0o+4x1o+4x1e", 2, 2)],
 )
 def test_matches_acesuit_mace(max_ell, hidden, correlation, layers):
     """Same weights, same numbers as ACEsuit/mace's ScaleShiftMACE (runs where mace is installed)."""
