@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from equitensor import md, relax
 from equitensor.bench import cli as bench_cli
 from equitensor.datasets import cli as data_cli
 from equitensor.train import eval_command, train_command
@@ -15,10 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="equitensor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="an equivariant energy on ethanol, with an E(3) symmetry check")
+    md.add_parser(commands)
+    relax.add_parser(commands)
     train_command.add_parser(commands)
     eval_command.add_parser(commands)
-    data_cli.add_parser(commands)
     bench_cli.add_bench_parser(commands)
+    data_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
@@ -26,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo()
     if args.command == "bench":
         return bench_cli.run(args)
+    if args.command == "md":
+        return md.main(args)
+    if args.command == "relax":
+        return relax.main(args)
     if args.command == "train":
         return run_reporting_errors(train_command.run, args)
     if args.command == "eval":

@@ -1,0 +1,101 @@
+"""``equitensor relax``: geometry (and optionally cell) optimisation with an equitensor model.
+
+Positions are relaxed with an ASE optimizer until every force is below ``fmax``; with ``cell``
+the cell relaxes too through ASE's ``FrechetCellFilter`` (log-strain cell degrees of freedom),
+whose generalised forces include the stress times the volume, so convergence covers both.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import ase.io
+import numpy as np
+from ase import Atoms, units
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS, FIRE, LBFGS
+
+from equitensor.md import add_calculator_arguments, calculator_from_args, read_structure
+
+OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
+
+
+@dataclass
+class RelaxResult:
+    converged: bool
+    steps: int
+    energy: float
+    max_force: float
+    max_stress: float | None
+
+
+def relax(
+    atoms: Atoms,
+    fmax: float = 0.05,
+    steps: int = 1000,
+    optimizer: str = "BFGS",
+    cell: bool = False,
+    pressure_GPa: float = 0.0,
+    trajectory: str | None = None,
+    logfile: str | None = "-",
+) -> RelaxResult:
+    """Relax ``atoms`` (which carry a calculator) in place; ``cell`` also relaxes the cell towards
+    the hydrostatic ``pressure_GPa``. Returns whether fmax was reached and the final state."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    if fmax <= 0:
+        raise ValueError(f"fmax must be positive, got {fmax}")
+    if cell and not atoms.pbc.all():
+        raise ValueError(f"a cell relaxation needs pbc in all three directions, got {atoms.pbc.tolist()}")
+    target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa) if cell else atoms
+    opt = OPTIMIZERS[optimizer](target, logfile=logfile, trajectory=trajectory)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    forces = atoms.get_forces()
+    stress = np.abs(atoms.get_stress()).max() if atoms.pbc.all() else None
+    return RelaxResult(
+        converged=converged,
+        steps=opt.nsteps,
+        energy=atoms.get_potential_energy(),
+        max_force=float(np.linalg.norm(forces, axis=1).max()) if len(atoms) else 0.0,
+        max_stress=None if stress is None else float(stress),
+    )
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``relax`` subcommand's arguments."""
+    p = commands.add_parser("relax", help="geometry (and cell) optimisation with a trained model")
+    p.add_argument("--model", required=True, help="model file (equitensor.save_model) or training checkpoint")
+    p.add_argument("--structure", required=True, help="structure to relax, any format ASE reads")
+    p.add_argument("--index", default="-1", help="frame of the structure file (default: last)")
+    p.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
+    p.add_argument("--pressure", type=float, default=0.0, help="target pressure with --cell, GPa")
+    p.add_argument("--fmax", type=float, default=0.05, help="force convergence, eV/Å (default 0.05)")
+    p.add_argument("--steps", type=int, default=1000, help="maximum optimizer steps")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="BFGS")
+    p.add_argument("--output", default="relaxed.xyz", help="relaxed structure, extxyz (default relaxed.xyz)")
+    p.add_argument("--trajectory", default=None, help="ASE .traj file of every optimizer step")
+    add_calculator_arguments(p)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    atoms = read_structure(args.structure, args.index)
+    atoms.calc = calculator_from_args(args)
+    result = relax(
+        atoms,
+        fmax=args.fmax,
+        steps=args.steps,
+        optimizer=args.optimizer,
+        cell=args.cell,
+        pressure_GPa=args.pressure,
+        trajectory=args.trajectory,
+    )
+    ase.io.write(args.output, atoms, format="extxyz")
+    stress = "" if result.max_stress is None else f", max |stress| {result.max_stress / units.GPa:.4f} GPa"
+    status = "converged" if result.converged else f"NOT converged (fmax {args.fmax} eV/Å not reached)"
+    print(
+        f"{status} after {result.steps} steps: energy {result.energy:.6f} eV, "
+        f"max |force| {result.max_force:.4f} eV/Å{stress}; wrote {args.output}"
+    )
+    return 0 if result.converged else 1
