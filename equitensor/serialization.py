@@ -30,8 +30,17 @@ def model_record(model: nn.Module) -> dict:
         "equitensor_version": equitensor.__version__,
         "model": type(model).__name__,
         "config": model.config,
+        "dtype": str(parameter_dtype(model)).removeprefix("torch."),
         "state_dict": model.state_dict(),
     }
+
+
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating parameters (the default dtype if it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
 
 
 def atomic_save(obj: object, path: str | os.PathLike) -> None:
@@ -70,6 +79,11 @@ def model_from_record(record: dict, source: str = "<record>") -> nn.Module:
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ValueError(f"{source} holds a {record['model']!r} model, which equitensor.models does not have")
     model = cls(**record["config"])
+    dtype = record.get("dtype")
+    if dtype is not None:  # before loading, so float64 weights are not rounded on the way in
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"{source} has parameters of dtype {dtype!r}; expected float32 or float64")
+        model.to(getattr(torch, dtype))
     model.load_state_dict(record["state_dict"])
     return model
 

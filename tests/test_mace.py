@@ -301,11 +301,6 @@ def test_save_load_round_trip_float64_with_float64_default(tmp_path, model64):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_model builds the model in the default dtype and load_state_dict rounds float64 "
-    "weights to float32 before .double(); serialization.py should restore the saved dtype",
-)
 def test_save_load_round_trip_float64_then_double(tmp_path):
     torch.manual_seed(5)
     model = tiny_mace().double()
