@@ -19,6 +19,7 @@ from equitensor.datasets.reading import (
     read_structures,
     structures_from_atoms,
 )
+from equitensor.datasets.store import StoredGraphDataset, write_store
 
 DEFAULT_DATASET = Path(__file__).parent / "default" / "cuni_emt.xyz"
 
@@ -37,6 +38,7 @@ __all__ = [
     "Labels",
     "LabelledStructure",
     "MaxSizeBatchSampler",
+    "StoredGraphDataset",
     "batch_labels",
     "collate_graphs",
     "compute_e0s",
@@ -48,4 +50,5 @@ __all__ = [
     "read_structures",
     "split_isolated_atoms",
     "structures_from_atoms",
+    "write_store",
 ]
