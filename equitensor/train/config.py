@@ -191,6 +191,14 @@ def _unknown_key_message(keys: Sequence[str], valid: Sequence[str], where: str) 
     return f"{where}: unknown key(s) {', '.join(hints)}; valid keys: {', '.join(valid)}"
 
 
+def _yaml_float(text: str) -> float | str:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; a float field takes it as the number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
     """A checked TrainConfig from a mapping; unknown keys and wrong types are ConfigErrors."""
     if not isinstance(values, Mapping):
@@ -199,8 +207,11 @@ def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainC
     unknown = [k for k in values if k not in valid]
     if unknown:
         raise ConfigError(_unknown_key_message([str(k) for k in unknown], valid, where))
+    values = dict(values)
     for key, value in values.items():
         types = _allowed_types(key)
+        if float in types and isinstance(value, str):
+            value = values[key] = _yaml_float(value)
         wrong_bool = isinstance(value, bool) and bool not in types and object not in types
         if wrong_bool or not isinstance(value, types):
             raise ConfigError(f"{where}: {key} must be {_type_name(types)}, got {value!r}")

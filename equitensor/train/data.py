@@ -122,7 +122,9 @@ def rms_forces(structures: list[LabelledStructure]) -> float:
 def mean_interaction_energy(structures: list[LabelledStructure], e0s: dict[int, float]) -> float:
     """Mean over structures of (E - sum_i E0(z_i)) / N: ScaleShiftMACE's shift."""
     values = [
-        (s.energy - sum(e0s[int(z)] for z in s.numbers)) / s.num_atoms for s in structures if s.energy is not None
+        (s.energy - sum(e0s[int(z)] for z in s.numbers)) / s.num_atoms
+        for s in structures
+        if s.energy is not None
     ]
     return float(np.mean(values)) if values else 0.0
 

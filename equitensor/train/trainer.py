@@ -403,7 +403,9 @@ def _epoch_line(row: dict, epochs: int, improved: bool) -> str:
 def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train as ``config`` says (joining torchrun's process group when launched by it)."""
     context = init_distributed(config.device)
+    threads = torch.get_num_threads()
     try:
         return Trainer(config, context, resume=resume).run()
     finally:
+        torch.set_num_threads(threads)
         shutdown_distributed(context)

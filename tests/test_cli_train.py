@@ -1,0 +1,124 @@
+"""The train and eval commands: exit codes, error messages without tracebacks, eval output."""
+
+import json
+import subprocess
+import sys
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+import yaml
+from train_helpers import emt_frames, tiny_config, write_frames
+
+from equitensor.cli import main
+from equitensor.datasets import GraphDataset, collate_graphs, read_structures
+from equitensor.train import load_trained_model
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_frames(tmp_path_factory.mktemp("data") / "train.xyz", emt_frames(8, seed=0))
+
+
+def config_file(tmp_path, data_file, **overrides):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(tmp_path, data_file, **overrides)))
+    return path
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_unknown_key_is_exit_2_with_message(tmp_path, data_file, capsys):
+    code, _, err = run_cli(["train", str(config_file(tmp_path, data_file)), "lerning_rate=0.1"], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and "'lerning_rate'" in err and "Traceback" not in err
+
+
+def test_bad_data_names_file_and_frame(tmp_path, data_file, capsys):
+    frames = ase.io.read(data_file, ":")
+    frames[4].positions[1] = frames[4].positions[0]  # two atoms on top of each other
+    bad = tmp_path / "bad.xyz"
+    ase.io.write(bad, frames, format="extxyz")
+    code, _, err = run_cli(["train", str(config_file(tmp_path, bad))], capsys)
+    assert code == 2 and "bad.xyz, frame 4" in err and "same position" in err
+    code, _, err = run_cli(["train", str(config_file(tmp_path, tmp_path / "absent.xyz"))], capsys)
+    assert code == 2 and "absent.xyz: no such file" in err
+
+
+def test_exit_code_through_the_console_entry(tmp_path, data_file):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: mace\nepochs: -1\n")
+    process = subprocess.run(
+        [sys.executable, "-m", "equitensor.cli", "train", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 2
+    assert "error: " in process.stderr and "epochs must be > 0" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_print_config(tmp_path, data_file, capsys):
+    code, out, _ = run_cli(
+        ["train", str(config_file(tmp_path, data_file)), "epochs=7", "--print-config"], capsys
+    )
+    assert code == 0 and yaml.safe_load(out)["epochs"] == 7
+
+
+def test_train_then_eval_writes_predictions_and_same_metrics(tmp_path, data_file, capsys):
+    test_file = write_frames(tmp_path / "test.xyz", emt_frames(4, seed=7, isolated=False))
+    path = config_file(tmp_path, data_file, test_file=str(test_file), epochs=1)
+    code, out, _ = run_cli(["train", str(path)], capsys)
+    assert code == 0 and "test baseline" in out
+    final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())
+    test_row = next(row for row in final if row["name"] == "test")
+
+    model_path = tmp_path / "run" / "tiny.model"
+    output, metrics = tmp_path / "predictions.xyz", tmp_path / "metrics.json"
+    code, out, _ = run_cli(
+        ["eval", "--model", str(model_path), "--data", str(test_file), "--metrics-json", str(metrics)], capsys
+    )
+    assert code == 0 and "F RMSE [meV/Å]" in out
+    evaluated = json.loads(metrics.read_text())
+    for key in ("energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "stress_rmse"):
+        assert evaluated[key] == pytest.approx(test_row[key], rel=1e-9), key
+
+    # predictions in the file equal the model's, frame by frame; the reference labels stay
+    code, out, _ = run_cli(
+        ["eval", "--model", str(model_path), "--data", str(data_file), "--output", str(output)], capsys
+    )
+    assert code == 0 and "predictions written" in out
+    frames = ase.io.read(output, ":")
+    structures = read_structures(data_file)
+    assert len(frames) == len(structures)
+    model = load_trained_model(model_path)
+    batch = collate_graphs(list(GraphDataset(structures, 3.0, torch.float64)))
+    reference = model(batch.graph, compute_stress=True)
+    energies = np.array([atoms.info["equitensor_energy"] for atoms in frames])
+    np.testing.assert_allclose(energies, reference["energy"].detach().numpy(), rtol=1e-10)
+    forces = np.concatenate([atoms.arrays["equitensor_forces"] for atoms in frames])
+    np.testing.assert_allclose(forces, reference["forces"].detach().numpy(), atol=1e-7)  # extxyz: 8 decimals
+    assert (
+        "equitensor_stress" in frames[5].info and "equitensor_stress" not in frames[0].info
+    )  # 0: isolated atom
+    assert frames[5].get_potential_energy() == pytest.approx(structures[5].energy)
+
+
+def test_eval_errors(tmp_path, data_file, capsys):
+    code, _, err = run_cli(
+        ["eval", "--model", str(tmp_path / "none.model"), "--data", str(data_file)], capsys
+    )
+    assert code == 2 and "none.model" in err
+    path = config_file(tmp_path, data_file, epochs=1)
+    assert main(["train", str(path)]) == 0
+    silver = write_frames(tmp_path / "ag.xyz", emt_frames(1, elements=("Ag",), isolated=False))
+    code, _, err = run_cli(
+        ["eval", "--model", str(tmp_path / "run" / "tiny.model"), "--data", str(silver)], capsys
+    )
+    assert code == 2 and "ag.xyz, frame 0" in err and "Ag" in err and "Traceback" not in err

@@ -1,0 +1,134 @@
+"""The training loop on tiny data: outputs, exact resume, saved models, and bad input."""
+
+import json
+
+import pytest
+import torch
+from train_helpers import emt_frames, tiny_config, write_frames
+
+from equitensor import load_model
+from equitensor.datasets import DatasetError, GraphDataset, collate_graphs, read_structures
+from equitensor.train import load_trained_model, run_training
+from equitensor.train.config import ConfigError, config_from_dict
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_frames(tmp_path_factory.mktemp("data") / "train.xyz", emt_frames(8, seed=0))
+
+
+def train(tmp_path, data_file, resume=False, **overrides):
+    return run_training(config_from_dict(tiny_config(tmp_path, data_file, **overrides)), resume=resume)
+
+
+def test_run_writes_logs_checkpoints_and_a_loadable_model(tmp_path, data_file):
+    result = train(tmp_path, data_file, plots=True, test_file=str(data_file))
+    run = tmp_path / "run"
+    for name in [
+        "metrics.csv",
+        "metrics.json",
+        "train.log",
+        "final_metrics.txt",
+        "final_metrics.json",
+        "tiny.model",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "learning_curves.png",
+        "parity_valid.png",
+        "parity_test.png",
+    ]:
+        assert (run / name).is_file(), name
+    history = json.loads((run / "metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"train_loss", "valid_loss", "valid_energy_rmse", "valid_forces_mae", "valid_stress_rmse"} <= set(
+        history[0]
+    )
+    assert (run / "metrics.csv").read_text().count("\n") == 3
+    names = [row["name"] for row in result.final_metrics]
+    assert names == ["train", "valid", "test", "valid baseline", "test baseline"]
+
+    # the model file and both checkpoints load with load_model and predict the same numbers
+    structures = read_structures(data_file)[2:5]
+    batch = collate_graphs(list(GraphDataset(structures, 3.0, torch.float64)))
+    model = load_model(result.model_path).double()
+    best = load_model(run / "checkpoints/best.pt").double()
+    reference = model(batch.graph)
+    for other in (best, load_trained_model(run / "checkpoints/best.pt")):
+        out = other(batch.graph)
+        torch.testing.assert_close(out["energy"], reference["energy"])
+        torch.testing.assert_close(out["forces"], reference["forces"])
+    test_row = result.final_metrics[2]
+    assert test_row["structures"] == 8 and test_row["forces_count"] == 8 * 4 * 3
+
+
+def test_resume_continues_exactly(tmp_path, data_file):
+    uninterrupted = train(tmp_path / "a", data_file, epochs=3)
+    train(tmp_path / "b", data_file, epochs=1)
+    resumed = train(tmp_path / "b", data_file, epochs=3, resume=True)
+    assert len(resumed.history) == 3
+    for before, after in zip(uninterrupted.history, resumed.history):
+        for key in ("train_loss", "valid_loss", "valid_forces_rmse", "lr"):
+            assert after[key] == before[key], key
+    a = load_model(uninterrupted.model_path)
+    b = load_model(resumed.model_path)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_existing_run_needs_resume_and_resume_needs_same_model(tmp_path, data_file):
+    train(tmp_path, data_file, epochs=1)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tmp_path, data_file, epochs=1)
+    with pytest.raises(ConfigError, match="different r_max"):
+        train(tmp_path, data_file, epochs=2, r_max=3.5, resume=True)
+    with pytest.raises(ConfigError, match="no run to continue"):
+        train(tmp_path / "elsewhere", data_file, resume=True)
+
+
+def test_mace_trains_and_loss_decreases(tmp_path, data_file):
+    result = train(
+        tmp_path,
+        data_file,
+        model="mace",
+        model_kwargs={"num_channels": 4, "max_L": 1, "max_ell": 1, "correlation": 2, "radial_MLP": [8]},
+        epochs=3,
+        ema=False,
+        lr=0.02,
+    )
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_element_in_validation_file(tmp_path, data_file):
+    valid = write_frames(tmp_path / "valid.xyz", emt_frames(2, seed=1, elements=("Cu", "Ag"), isolated=False))
+    with pytest.raises(DatasetError, match=r"valid.xyz, frame \d+: validation structure has element\(s\) Ag"):
+        train(tmp_path, data_file, valid_file=str(valid))
+
+
+def test_empty_and_isolated_only_data(tmp_path, data_file):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    with pytest.raises(DatasetError, match="empty"):
+        train(tmp_path, data_file, test_file=str(empty))
+    isolated = write_frames(tmp_path / "isolated.xyz", emt_frames(0))
+    with pytest.raises(DatasetError, match="no training structures besides 2 isolated-atom"):
+        train(tmp_path, isolated)
+
+
+def test_model_kwargs_are_checked(tmp_path, data_file):
+    with pytest.raises(
+        ConfigError, match="TensorNet has no argument.*hidden_channel.*valid: hidden_channels"
+    ):
+        train(tmp_path, data_file, model_kwargs={"hidden_channel": 4})
+    with pytest.raises(ConfigError, match="model_kwargs sets cutoff"):
+        train(tmp_path, data_file, model_kwargs={"cutoff": 4.0})
+
+
+def test_e0s_choices(tmp_path, data_file):
+    no_isolated = write_frames(tmp_path / "noiso.xyz", emt_frames(6, seed=2, isolated=False))
+    with pytest.raises(DatasetError, match="no one-atom frames"):
+        train(tmp_path, no_isolated, e0s="isolated")
+    with pytest.raises(DatasetError, match="no E0 for Ni"):
+        train(tmp_path, no_isolated, e0s={"Cu": -0.1})
+    result = train(tmp_path, no_isolated, e0s="least_squares", epochs=1)
+    assert "E0s fitted by least squares" in (result.run_dir / "train.log").read_text()
