@@ -6,8 +6,8 @@ Peak rates are reported two ways, never invented:
   (FMA) x FMA units per core. The clock is ``cpuinfo_max_freq`` from sysfs, else the current
   ``cpu MHz`` of ``/proc/cpuinfo`` (under a hypervisor often the nominal clock, not the boost
   clock); the SIMD width comes from the instruction-set flags. The number of FMA units per core
-  cannot be read from the OS: without ``fma_units`` the estimate assumes one and is labelled a
-  lower bound (most x86 server cores since Haswell/Zen 2 have two). Memory bandwidth cannot be
+  cannot be read from the OS: without ``fma_units`` the estimate assumes one and says so (many
+  x86 server cores since Haswell/Zen 2 have two, so it may underestimate the peak). Memory bandwidth cannot be
   read from the OS either: unknown unless given. GPU: the vendor data-sheet figures of a few
   known devices (looked up by exact device name), else unknown.
 - ``measured``: a short probe on the same device and dtype (``torch.mm`` of n x n matrices for
@@ -72,11 +72,29 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
-def usable_cpus() -> int:
+def _affinity() -> list[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    return len(_affinity())
+
+
+def physical_cores() -> int | None:
+    """Distinct physical cores among the usable CPUs (SMT siblings counted once), from sysfs;
+    None where the topology is not readable."""
+    cores = set()
+    for cpu in _affinity():
+        core = _read(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id")
+        package = _read(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id")
+        if core is None or package is None:
+            return None
+        cores.add((package.strip(), core.strip()))
+    return len(cores)
 
 
 def hardware(device: torch.device | str = "cpu") -> dict:
@@ -90,6 +108,7 @@ def hardware(device: torch.device | str = "cpu") -> dict:
         "cpu_model": _cpuinfo_field("model name") or platform.processor() or "unknown",
         "os_cpu_count": os.cpu_count(),
         "usable_cpus": usable_cpus(),
+        "physical_cores": physical_cores(),
         "torch_num_threads": torch.get_num_threads(),
         "mem_total_gib": mem_gib,
         "platform": platform.platform(),
@@ -184,13 +203,20 @@ def theoretical_peaks(device: torch.device | str, dtype: torch.dtype, fma_units:
     lanes = bits // (64 if dtype == torch.float64 else 32)
     fma = 2 if "fma" in flags or "asimd" in flags else 1
     units = fma_units or 1
-    cores = usable_cpus()
-    bound = "" if fma_units else " (lower bound: assumes 1 FMA unit per core, not readable from the OS)"
+    physical = physical_cores()
+    cores = min(torch.get_num_threads(), physical or usable_cpus())
+    counted = "physical cores" if physical else "logical CPUs (topology unreadable: SMT not excluded)"
+    bound = (
+        ""
+        if fma_units
+        else " (assumed: FMA units per core cannot be read from the OS; many x86 server cores have 2, "
+        "so this may underestimate the peak)"
+    )
     return {
         "flops_per_s": cores * ghz * 1e9 * lanes * fma * units,
         "bytes_per_s": None,
-        "basis": f"{cores} cores x {ghz:.2f} GHz ({clock}) x {lanes} lanes ({bits}-bit SIMD) x {fma} "
-        f"(FMA) x {units} FMA unit(s){bound}; {unknown_bw}",
+        "basis": f"{cores} cores (torch threads, at most the usable {counted}) x {ghz:.2f} GHz ({clock}) "
+        f"x {lanes} lanes ({bits}-bit SIMD) x {fma} (FMA) x {units} FMA unit(s){bound}; {unknown_bw}",
     }
 
 

@@ -184,14 +184,7 @@ def run_case(
                     device,
                     status="timed",
                     reason=None,
-                    median_s=t.median_s,
-                    q25_s=t.q25_s,
-                    q75_s=t.q75_s,
-                    min_s=t.min_s,
-                    max_s=t.max_s,
-                    spread=t.spread,
-                    reps=t.reps,
-                    inner=t.inner,
+                    **t.summary(),
                     flops=flops,
                     bytes=nbytes,
                     gflops=None if flops is None else flops / t.median_s / 1e9,
@@ -199,7 +192,6 @@ def run_case(
                     peak_memory_bytes=memory["bytes"],
                     max_rel_diff=checks[impl.name]["max_rel_diff"],
                     external_cores=external,
-                    times_s=list(t.times_s),
                 )
             )
         log(
