@@ -120,6 +120,16 @@ def _sin_weighted_integral(n: int) -> tuple[Fraction, Fraction]:
 
 
 @functools.cache
+def _theta_projection_entry(l: int, mu: int, u: int) -> complex:
+    """``int_0^pi e^{i u theta} Theta_l^mu(theta) sin theta d theta``, exact up to the last rounding."""
+    a, b = Fraction(0), Fraction(0)
+    for k, r in _theta_laurent(l, mu).items():
+        da, db = _sin_weighted_integral(u + k)
+        a, b = a + r * da, b + r * db
+    return _norm(l, mu) * _phase(mu) * complex(float(a), math.pi * float(b))
+
+
+@functools.cache
 def sh_theta_projection(lmax: int, umax: int) -> torch.Tensor:
     """``P[l, m + lmax, u + umax] = int_0^pi e^{i u theta} Theta_lm(theta) sin theta d theta``.
 
@@ -128,14 +138,10 @@ def sh_theta_projection(lmax: int, umax: int) -> torch.Tensor:
     table = torch.zeros(lmax + 1, 2 * lmax + 1, 2 * umax + 1, dtype=torch.complex128)
     for l in range(lmax + 1):
         for mu in range(l + 1):
-            laurent = _theta_laurent(l, mu)
-            for u in range(-umax, umax + 1):
-                a, b = Fraction(0), Fraction(0)
-                for k, r in laurent.items():
-                    da, db = _sin_weighted_integral(u + k)
-                    a, b = a + r * da, b + r * db
-                value = _norm(l, mu) * _phase(mu) * complex(float(a), math.pi * float(b))
-                table[l, lmax + mu, u + umax] = table[l, lmax - mu, u + umax] = value
+            row = torch.tensor(
+                [_theta_projection_entry(l, mu, u) for u in range(-umax, umax + 1)], dtype=torch.complex128
+            )
+            table[l, lmax + mu] = table[l, lmax - mu] = row
     return table
 
 

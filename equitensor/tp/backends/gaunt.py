@@ -5,13 +5,18 @@ torus ``(theta, phi)`` with the closed-form float64 tables of :mod:`equitensor.o
 (``Y_lm`` has terms ``|u| <= l``, ``v = +-m`` only, so each step is O(L^3) per channel):
 
 1. SH -> Fourier: ``G[m, u] = sum_l x_lm A[l, m, u]``, then ``F[u, v] = sum_m G[m, u] B[m, v]``.
-2. The product ``f1 f2`` has the 2D convolution ``F1 * F2`` as its Fourier series; it is
-   computed with zero-padded FFTs of size ``2 (L1 + L2) + 1`` (no wrap-around): O(L^2 log L).
+2. The product ``f1 f2`` has the 2D convolution ``F1 * F2`` as its Fourier series. It is computed
+   with FFTs of size ``N = 2 (L1 + L2) + 1`` (large enough that nothing wraps around): an inverse
+   real FFT of both (Hermitian) coefficient arrays gives the two signals at N x N torus points,
+   they are multiplied there, and one real FFT returns the coefficients of the product.
+   O(L^2 log L) per channel.
 3. Fourier -> SH: ``z_lm = int_{S^2} f1 f2 Y_lm``, from exact integrals of ``e^{i(u theta + v
-   phi)} Y_lm sin theta`` over the sphere (only ``|v| <= L3`` is needed).
+   phi)} Y_lm sin theta`` over the sphere; only ``0 <= v <= L3`` is needed, since the coefficients
+   of a real signal satisfy ``P[-u, -v] = conj P[u, v]`` (the ``v > 0`` terms count twice).
 
-Every step is a linear torch op, so backward and double backward come from autograd. Tables are
-complex128 masters cast once per dtype (complex64 for float32 inputs).
+Complex numbers are kept as a trailing (real, imaginary) axis and the complex products are real
+2x2 tables, so apart from the FFTs every step is a real einsum (fast for the small sizes here).
+All steps are linear torch ops: backward and double backward come from autograd.
 """
 
 from __future__ import annotations
@@ -54,44 +59,76 @@ def _pad_last(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(x.shape[:-1] + (1,))], dim=-1)
 
 
+def _fft_rows(table: torch.Tensor, umax: int, n: int) -> torch.Tensor:
+    """Move the last axis (frequency u stored at ``u + umax``) to FFT order (``u mod n``, n rows)."""
+    out = table.new_zeros(table.shape[:-1] + (n,))
+    for u in range(-umax, umax + 1):
+        out[..., u % n] = table[..., u + umax]
+    return out
+
+
+def _real_pair(table: torch.Tensor) -> torch.Tensor:
+    """Complex table -> trailing (real, imag) axis."""
+    return torch.stack([table.real, table.imag], dim=-1)
+
+
+def _complex_product(table: torch.Tensor) -> torch.Tensor:
+    """Complex c -> real (..., 2, 2) ``M[j, k]`` with ``(a c)_k = sum_j a_j M[j, k]``."""
+    re, im = table.real, table.imag
+    return torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -2)
+
+
 class FourierGauntKernel(nn.Module):
     """``z = sum G s1 s2`` for signals ``(z, C, (L+1)^2)`` (orthonormal harmonics), by FFT."""
 
     def __init__(self, lmax1: int, lmax2: int, lmax_out: int) -> None:
         super().__init__()
         self.lmax1, self.lmax2, self.lmax_out = lmax1, lmax2, lmax_out
-        self.lmax_product = lmax1 + lmax2
-        self.lmax_kept = min(lmax_out, self.lmax_product)  # higher output degrees are exactly 0
-        self.fft_size = 2 * self.lmax_product + 1
-        kept = self.lmax_kept
+        lmax_product = lmax1 + lmax2
+        self.lmax_kept = kept = min(lmax_out, lmax_product)  # higher output degrees are exactly 0
+        self.fft_size = n = 2 * lmax_product + 1
+        half = n // 2 + 1
+
+        def synthesis(lmax: int) -> dict[str, torch.Tensor]:
+            phi = torch.zeros(2 * lmax + 1, half, dtype=torch.complex128)
+            phi[:, : lmax + 1] = sh_phi_fourier(lmax)[:, lmax:]  # v >= 0 (Hermitian half)
+            return {
+                "theta": _real_pair(_fft_rows(sh_theta_fourier(lmax), lmax, n)),  # (l, m, r, 2)
+                "phi": _complex_product(phi),  # (m, v, 2, 2)
+            }
+
+        weight = torch.full((kept + 1,), 2.0, dtype=torch.float64)
+        weight[0] = 1.0  # the v < 0 half is the conjugate of the v > 0 one
+        theta_out = _fft_rows(sh_theta_projection(kept, lmax_product), lmax_product, n)
+        s1, s2 = synthesis(lmax1), synthesis(lmax2)
         self._tables = CastCache(
             index1=_lm_grid_index(lmax1),
             index2=_lm_grid_index(lmax2),
-            theta1=sh_theta_fourier(lmax1),
-            phi1=sh_phi_fourier(lmax1),
-            theta2=sh_theta_fourier(lmax2),
-            phi2=sh_phi_fourier(lmax2),
-            theta_out=sh_theta_projection(kept, self.lmax_product),
-            phi_out=sh_phi_projection(kept, kept),
+            theta1=s1["theta"],
+            phi1=s1["phi"],
+            theta2=s2["theta"],
+            phi2=s2["phi"],
+            phi_out=_complex_product(sh_phi_projection(kept, kept)[:, kept:] * weight),  # (m, v, 2, 2)
+            theta_out=torch.stack([theta_out.real, -theta_out.imag], dim=-1),  # Re(h t): (l, m, r, 2)
             index_out=_flat_index(lmax_out, kept),
         )
 
-    def _to_fourier(self, s: torch.Tensor, index, theta, phi, lmax: int) -> torch.Tensor:
-        x = _pad_last(s)[..., index].unflatten(-1, (lmax + 1, 2 * lmax + 1)).to(theta.dtype)
-        g = torch.einsum("zclm,lmu->zcmu", x, theta)
-        return torch.einsum("zcmu,mv->zcuv", g, phi)
+    def _coefficients(self, s: torch.Tensor, index, theta, phi, lmax: int) -> torch.Tensor:
+        """Hermitian half of the Fourier series, (z, C, n, n // 2 + 1) complex."""
+        x = _pad_last(s)[..., index].unflatten(-1, (lmax + 1, 2 * lmax + 1))
+        g = torch.einsum("zclm,lmrj->zcmrj", x, theta)
+        f = torch.einsum("zcmrj,mvjk->zcrvk", g, phi)
+        return torch.view_as_complex(f.contiguous())
 
     def forward(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         t = self._tables.get(s1.dtype, s1.device)
-        f1 = self._to_fourier(s1, t["index1"], t["theta1"], t["phi1"], self.lmax1)
-        f2 = self._to_fourier(s2, t["index2"], t["theta2"], t["phi2"], self.lmax2)
+        f1 = self._coefficients(s1, t["index1"], t["theta1"], t["phi1"], self.lmax1)
+        f2 = self._coefficients(s2, t["index2"], t["theta2"], t["phi2"], self.lmax2)
         n = (self.fft_size, self.fft_size)
-        product = torch.fft.ifft2(torch.fft.fft2(f1, s=n) * torch.fft.fft2(f2, s=n))
-        # index p holds frequency p - lmax_product; keep |v| <= lmax_kept
-        centre, kept = self.lmax_product, self.lmax_kept
-        product = product[..., centre - kept : centre + kept + 1]
-        h = torch.einsum("zcuv,mv->zcmu", product, t["phi_out"])
-        z = torch.einsum("zcmu,lmu->zclm", h, t["theta_out"]).real.flatten(-2)
+        samples = torch.fft.irfft2(torch.stack([f1, f2]), s=n, norm="forward")  # values on the torus
+        product = torch.fft.rfft2(samples[0] * samples[1], norm="forward")[..., : self.lmax_kept + 1]
+        h = torch.einsum("zcrvj,mvjk->zcmrk", torch.view_as_real(product), t["phi_out"])
+        z = torch.einsum("zcmrk,lmrk->zclm", h, t["theta_out"]).flatten(-2)
         return _pad_last(z)[..., t["index_out"]]
 
     def extra_repr(self) -> str:

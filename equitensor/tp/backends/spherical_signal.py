@@ -209,7 +209,9 @@ def _factorise(
 
 def _analyse(spec: TensorProductSpec) -> tuple[SignalPlan | None, list[Limitation]]:
     problems = _path_limitations(spec)
-    active = _active(spec)
+    # the spec-wide checks concern what is left once the inexpressible paths are dropped
+    dropped = {p.instruction for p in problems}
+    active = [i for i in _active(spec) if i not in dropped]
     used: dict[str, set[int]] = {
         "in1": {spec.instructions[i].i_in1 for i in active},
         "in2": {spec.instructions[i].i_in2 for i in active},
