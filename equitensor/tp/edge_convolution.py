@@ -8,6 +8,8 @@ Backends: ``cg`` (the reference TensorProduct on the spherical harmonics) and ``
 numbers computed in the edge frame from the edge vectors, see ``equitensor.tp.backends.so2``;
 same weights, same layout). ``mmax`` (so2 only) truncates to |m| <= mmax in the edge frame: still
 equivariant, but an approximation of the cg product unless mmax >= every path's min(l1, l_out).
+``cp`` (CP-decomposed CG tensors, ``equitensor.tp.backends.cp``) takes ``rank=`` and, below the
+exact rank, ``allow_approximate=True``; other keyword options go to the backend's builder.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class EdgeConvolution(nn.Module):
     shape (E, weight_numel).
     """
 
-    backends = ("cg", "so2")
+    backends = ("cg", "so2", "cp")
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class EdgeConvolution(nn.Module):
         *,
         backend: str = "cg",
         mmax: int | None = None,
+        **backend_options,
     ) -> None:
         super().__init__()
         if backend not in self.backends:
@@ -68,6 +71,8 @@ class EdgeConvolution(nn.Module):
             )
         if mmax is not None and backend != "so2":
             raise ValueError(f"mmax truncates the edge frame of the 'so2' backend; got backend={backend!r}")
+        if backend_options and backend == "so2":
+            raise ValueError(f"the 'so2' EdgeConvolution takes only mmax, got {sorted(backend_options)}")
         self.backend = backend
         self.mmax = mmax
         self.irreps_node = Irreps(irreps_node)
@@ -85,6 +90,7 @@ class EdgeConvolution(nn.Module):
                 shared_weights=False,
                 internal_weights=False,
                 backend=backend,
+                backend_options=backend_options,
             )
 
     @property

@@ -30,6 +30,8 @@ class TensorProduct(nn.Module):
 
     Called as ``tp(x1, x2, weight=None)``; leading dimensions broadcast. ``weight`` has shape
     ``(weight_numel,)`` when ``shared_weights`` and ``(..., weight_numel)`` otherwise.
+    ``backend_options`` go to the backend's builder (e.g. ``{"rank": 8, "allow_approximate":
+    True}`` for ``cp``).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class TensorProduct(nn.Module):
         internal_weights: bool | None = None,
         shared_weights: bool | None = None,
         backend: str = "cg",
+        backend_options: dict | None = None,
     ) -> None:
         super().__init__()
         self.spec = TensorProductSpec.build(
@@ -70,7 +73,7 @@ class TensorProduct(nn.Module):
         self.shared_weights = shared_weights
         self.internal_weights = internal_weights
         self.backend = backend
-        self.executor = make_executor(backend, self.spec)
+        self.executor = make_executor(backend, self.spec, **(backend_options or {}))
         if internal_weights and self.weight_numel > 0:
             self.weight = nn.Parameter(torch.randn(self.weight_numel))
         else:
