@@ -215,7 +215,7 @@ def theoretical_peaks(device: torch.device | str, dtype: torch.dtype, fma_units:
     return {
         "flops_per_s": cores * ghz * 1e9 * lanes * fma * units,
         "bytes_per_s": None,
-        "basis": f"{cores} cores (torch threads, at most the usable {counted}) x {ghz:.2f} GHz ({clock}) "
+        "basis": f"{cores} core(s) (torch threads, at most the usable {counted}) x {ghz:.2f} GHz ({clock}) "
         f"x {lanes} lanes ({bits}-bit SIMD) x {fma} (FMA) x {units} FMA unit(s){bound}; {unknown_bw}",
     }
 
