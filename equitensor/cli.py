@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return bench_cli.run(args)
     if args.command == "md":
-        return md.main(args)
+        return run_reporting_errors(md.main, args)
     if args.command == "relax":
-        return relax.main(args)
+        return run_reporting_errors(relax.main, args)
     if args.command == "train":
         return run_reporting_errors(train_command.run, args)
     if args.command == "eval":

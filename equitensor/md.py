@@ -14,16 +14,25 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+import ase
 import ase.io
 import numpy as np
 from ase import Atoms, units
 from ase.md.langevin import Langevin
 from ase.md.logger import MDLogger
 from ase.md.md import MolecularDynamics
-from ase.md.nose_hoover_chain import MTKNPT
 from ase.md.nptberendsen import NPTBerendsen
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.velocitydistribution import Stationary, ZeroRotation
 from ase.md.verlet import VelocityVerlet
+
+try:  # ASE >= 3.29
+    from ase.md.velocitydistribution import thermalize_momenta
+except ImportError:  # the same sampling under its older name
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+try:  # recent ASE only (present in 3.29)
+    from ase.md.nose_hoover_chain import MTKNPT
+except ImportError:
+    MTKNPT = None
 
 from equitensor.calculator import EquitensorCalculator
 
@@ -41,7 +50,7 @@ def initialise_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None
     for a molecule). Velocities the structure already carries are kept."""
     if np.any(atoms.get_momenta() != 0) or temperature_K <= 0:
         return
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
@@ -89,6 +98,10 @@ def make_dynamics(
         raise ValueError(f"barostat must be one of {BAROSTATS}, got {barostat!r}")
     pressure_au = pressure_GPa * units.GPa
     if barostat == "mtk":
+        if MTKNPT is None:
+            raise ValueError(
+                f"the MTK barostat needs ASE's MTKNPT (ASE >= 3.26); this is ASE {ase.__version__}"
+            )
         return MTKNPT(
             atoms, timestep=dt, temperature_K=temperature_K, pressure_au=pressure_au, tdamp=tdamp, pdamp=pdamp
         )
