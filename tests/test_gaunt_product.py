@@ -327,3 +327,21 @@ def test_errors_are_clear():
         GauntProduct(2, 1, 1, 1, normalization="norm")
     with pytest.raises(ValueError, match="takes no options"):
         GauntProduct(2, 1, 1, 1, backend="gaunt", resolution=(3, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+def test_cuda_matches_the_cpu_reference(backend, dtype):
+    ref = GauntProduct(3, 4, 3, 5, backend="cg").double()
+    gp = GauntProduct(3, 4, 3, 5, backend=backend).to(device="cuda", dtype=dtype)
+    with torch.no_grad():
+        for p, q in zip(gp.parameters(), ref.parameters()):
+            q.copy_(torch.randn(q.shape, dtype=q.dtype))
+            p.copy_(q)
+    x1 = ref.irreps_in1.randn(16, -1, dtype=torch.float64)
+    x2 = ref.irreps_in2.randn(16, -1, dtype=torch.float64)
+    expected = ref(x1, x2)
+    out = gp(x1.to("cuda", dtype), x2.to("cuda", dtype)).cpu().double()
+    atol = (1e-10 if dtype == torch.float64 else 1e-5) * expected.abs().max().item()
+    torch.testing.assert_close(out, expected, atol=atol, rtol=0)

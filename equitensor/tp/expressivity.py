@@ -65,12 +65,12 @@ class ExpressivityReport:
         )
         rows = []
         for fit in self.fits:
-            paths = fit.paths_not_expressible
-            whole = any(lim.instruction is None for lim in fit.limitations)
-            cannot = (
-                ", ".join(map(str, paths)) + (" (+ spec-wide)" if whole else "") if fit.limitations else "-"
-            )
-            rows.append([fit.backend, fit.status, cannot])
+            parts = []
+            if fit.paths_not_expressible:
+                parts.append("paths " + ", ".join(map(str, fit.paths_not_expressible)))
+            if any(lim.instruction is None for lim in fit.limitations):
+                parts.append("spec-wide")
+            rows.append([fit.backend, fit.status, " + ".join(parts) or "-"])
         lines = [title, format_table(["backend", "computes it", "paths it cannot express"], rows, width=60)]
         for fit in self.fits:
             if fit.limitations:
