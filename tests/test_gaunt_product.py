@@ -318,6 +318,15 @@ def test_irreps_convention_and_broadcasting():
     assert gp(x1, x2).shape == (4, 5, gp.irreps_out.dim)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    gp = GauntProduct(2, 2, 1, 3, backend=backend)
+    x1 = torch.zeros(0, gp.irreps_in1.dim, requires_grad=True)
+    out = gp(x1, torch.zeros(0, gp.irreps_in2.dim))
+    assert out.shape == (0, gp.irreps_out.dim)
+    assert torch.autograd.grad(out.sum(), x1)[0].shape == x1.shape
+
+
 def test_errors_are_clear():
     with pytest.raises(ValueError, match="last dimension"):
         GauntProduct(2, 1, 1, 1)(torch.randn(3, 5), torch.randn(3, 8))

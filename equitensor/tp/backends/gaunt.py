@@ -121,6 +121,11 @@ class FourierGauntKernel(nn.Module):
         return torch.view_as_complex(f.contiguous())
 
     def forward(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+        if s1.shape[0] == 0:  # MKL's FFT rejects empty batches: run one zero row, return none
+            return self(
+                torch.cat([s1, s1.new_zeros((1,) + s1.shape[1:])]),
+                torch.cat([s2, s2.new_zeros((1,) + s2.shape[1:])]),
+            )[:0]
         t = self._tables.get(s1.dtype, s1.device)
         f1 = self._coefficients(s1, t["index1"], t["theta1"], t["phi1"], self.lmax1)
         f2 = self._coefficients(s2, t["index2"], t["theta2"], t["phi2"], self.lmax2)

@@ -107,7 +107,11 @@ def _active(spec: TensorProductSpec) -> list[int]:
     return [
         index
         for index, ins in enumerate(spec.instructions)
-        if ins.coefficient != 0 and spec.irreps_in1[ins.i_in1].mul > 0 and spec.irreps_out[ins.i_out].mul > 0
+        if ins.coefficient != 0
+        and min(
+            spec.irreps_in1[ins.i_in1].mul, spec.irreps_in2[ins.i_in2].mul, spec.irreps_out[ins.i_out].mul
+        )
+        > 0
     ]
 
 
@@ -341,10 +345,10 @@ class SignalProductExecutor(nn.Module):
         if weight is not None and weight.numel() > 0:
             raise ValueError("a Gaunt-product spec has no per-path weights; got a weight tensor")
         t = self._tables.get(x1.dtype, x1.device)
-        z, c = x1.shape[0], self.plan.channels
-        s1 = (_pad(x1)[:, t["index1"]] * t["scale1"]).reshape(z, c, -1)
-        s2 = (_pad(x2)[:, t["index2"]] * t["scale2"]).reshape(z, c, -1)
-        s = self.kernel(s1, s2).reshape(z, -1)
+        z, c, plan = x1.shape[0], self.plan.channels, self.plan
+        s1 = (_pad(x1)[:, t["index1"]] * t["scale1"]).reshape(z, c, (plan.lmax1 + 1) ** 2)
+        s2 = (_pad(x2)[:, t["index2"]] * t["scale2"]).reshape(z, c, (plan.lmax2 + 1) ** 2)
+        s = self.kernel(s1, s2).reshape(z, c * (plan.lmax_out + 1) ** 2)
         return _pad(s)[:, t["index_out"]] * t["scale_out"]
 
 
