@@ -140,31 +140,44 @@ def _als(c: np.ndarray, starts: list[list[np.ndarray]]) -> list[tuple[list[np.nd
     """Alternating least squares from each start (run side by side as one batch); returns each
     run's factors and relative residual."""
     a, b, d = (np.stack(x) for x in zip(*starts))  # (runs, dim, rank)
-    eye = np.eye(a.shape[-1])
+    runs, rank = len(starts), a.shape[-1]
+    eye = np.eye(rank)
+    # unfoldings: C_(n) with mode n first, the other two modes flattened in order
+    c1 = c.reshape(c.shape[0], -1)
+    c2 = c.transpose(1, 0, 2).reshape(c.shape[1], -1)
+    c3 = c.transpose(2, 0, 1).reshape(c.shape[2], -1)
 
-    def solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        ridge = RIDGE * np.maximum(np.einsum("nii->n", gram) / gram.shape[-1], 1e-300)
+    def solve(gram: np.ndarray, unfolding: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """argmin_F |C_(n) - F khatri_rao(x, y)^T|^2 + ridge |F|^2."""
+        khatri_rao = (x[:, :, None, :] * y[:, None, :, :]).reshape(runs, -1, rank)
+        ridge = RIDGE * np.maximum(np.einsum("nii->n", gram) / rank, 1e-300)
+        rhs = (unfolding @ khatri_rao).transpose(0, 2, 1)
         return np.linalg.solve(gram + ridge[:, None, None] * eye, rhs).transpose(0, 2, 1)
 
     def gram(x: np.ndarray) -> np.ndarray:
         return x.transpose(0, 2, 1) @ x
 
-    previous = np.full(len(starts), np.inf)
+    previous = np.full(runs, np.inf)
+    gb, gd = gram(b), gram(d)
     for sweep in range(MAX_ITERATIONS):
-        a = solve(gram(b) * gram(d), np.einsum("ijk,njr,nkr->nri", c, b, d))
-        b = solve(gram(a) * gram(d), np.einsum("ijk,nir,nkr->nrj", c, a, d))
-        d = solve(gram(a) * gram(b), np.einsum("ijk,nir,njr->nrk", c, a, b))
-        # equal column norms across the three factors: same product, better conditioning
-        norms = [np.linalg.norm(x, axis=1, keepdims=True) + 1e-300 for x in (a, b, d)]
-        scale = np.cbrt(norms[0] * norms[1] * norms[2])
-        a, b, d = a / norms[0] * scale, b / norms[1] * scale, d / norms[2] * scale
+        a = solve(gb * gd, c1, b, d)
+        ga = gram(a)
+        b = solve(ga * gd, c2, a, d)
+        gb = gram(b)
+        d = solve(ga * gb, c3, a, b)
+        gd = gram(d)
         if sweep % CHECK_EVERY == 0:
+            # equal column norms across the three factors: same product, better conditioning
+            norms = [np.linalg.norm(x, axis=1, keepdims=True) + 1e-300 for x in (a, b, d)]
+            scale = np.cbrt(norms[0] * norms[1] * norms[2])
+            a, b, d = a / norms[0] * scale, b / norms[1] * scale, d / norms[2] * scale
+            gb, gd = gram(b), gram(d)
             residual = _relative_residual(c, a, b, d)
             if np.all(previous - residual < TOLERANCE):
                 break
             previous = residual
     residual = _relative_residual(c, a, b, d)
-    return [([a[n], b[n], d[n]], float(residual[n])) for n in range(len(starts))]
+    return [([a[n], b[n], d[n]], float(residual[n])) for n in range(runs)]
 
 
 def _fit_rank(ls: tuple[int, int, int], rank: int, previous: CPFactors | None) -> tuple[np.ndarray, ...]:
@@ -471,18 +484,22 @@ class CPTensorProduct(nn.Module):
 
         x1, x2 = randn(batch, spec.irreps_in1.dim), randn(batch, spec.irreps_in2.dim)
         weight = randn(batch, spec.weight_numel)
-        error = size = 0.0
+        q = torch.linalg.qr(randn(trials, 3, 3)).Q
+        rotations = q * torch.sign(torch.linalg.det(q))[:, None, None]
+        g = torch.cat([rotations, -rotations])  # (2 trials, 3, 3): rotations, then reflections
+        d1, d2, d_out = (
+            irreps.D_from_matrix(g) for irreps in (spec.irreps_in1, spec.irreps_in2, spec.irreps_out)
+        )
         with torch.no_grad():
             out = self(x1, x2, weight)
-            for trial in range(2 * trials):
-                q = torch.linalg.qr(randn(3, 3)).Q
-                g = q * torch.sign(torch.linalg.det(q)) * (1 if trial % 2 == 0 else -1)
-                d1, d2, d_out = (
-                    irreps.D_from_matrix(g) for irreps in (spec.irreps_in1, spec.irreps_in2, spec.irreps_out)
-                )
-                error += (self(x1 @ d1.T, x2 @ d2.T, weight) - out @ d_out.T).square().sum().item()
-                size += out.square().sum().item()
-        return (error / size) ** 0.5 if size > 0 else 0.0
+            moved_in = self(
+                torch.einsum("tij,zj->tzi", d1, x1).flatten(0, 1),
+                torch.einsum("tij,zj->tzi", d2, x2).flatten(0, 1),
+                weight.repeat(len(g), 1),
+            )
+            moved_out = torch.einsum("tij,zj->tzi", d_out, out).flatten(0, 1)
+        size = out.square().sum().item() * len(g)
+        return ((moved_in - moved_out).square().sum().item() / size) ** 0.5 if size > 0 else 0.0
 
     def report(self) -> CPReport:
         """Per-path residuals and the measured equivariance error (computed once, then kept)."""
