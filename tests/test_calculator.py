@@ -12,6 +12,7 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.stress import full_3x3_to_voigt_6_stress
+from md_helpers import one_thread  # noqa: F401 (fixture)
 
 from equitensor import EdgeConvolution, save_model
 from equitensor.calculator import EquitensorCalculator, evaluate_many, model_cutoff
@@ -23,13 +24,7 @@ from equitensor.verlet_list import VerletList, canonical_pairs
 ELEMENTS = [1, 6, 8, 29]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscribing shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_tensornet(dtype: str = "float64") -> TensorNet:

@@ -8,63 +8,23 @@ import io
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase import Atoms, units
 from ase.build import bulk
-from torch import nn
+from md_helpers import MorsePairs, one_thread, tiny_tensornet  # noqa: F401 (one_thread: fixture)
 
 from equitensor import save_model
 from equitensor.calculator import EquitensorCalculator
 from equitensor.cli import main as cli_main
-from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.md import initialise_velocities, make_dynamics, ns_per_day, run_md
-from equitensor.models import TensorNet
-from equitensor.models.tensornet import cosine_cutoff
 
-# NVE of the tiny float64 TensorNet below: 4 Cu atoms from 300 K, 1 fs. The random model pulls the
+# NVE of the tiny float64 TensorNet (md_helpers): 4 Cu atoms from 300 K, 1 fs. The random model pulls the
 # atoms together, so the run heats up (to ~1500 K in 3 ps), a stiff test of the integration.
 # Measured on CPU: |drift| (slope of a line fitted to E_total) 6e-4 meV/atom/ps over 300 steps and
 # 3e-4 over 3000 steps; E_total spread (max - min) 2e-4 meV/atom over 300 steps, 0.08 over 3000.
 NVE_DRIFT_BOUND = 0.01  # meV/atom/ps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscribing shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class MorsePairs(nn.Module):
-    """A Morse pair potential (Girifalco-Weizer copper) times TensorNet's cosine cutoff, with the
-    equitensor model interface: a potential whose equation of state is known, so a barostat run can
-    be checked for physics (a compressed crystal must expand)."""
-
-    def __init__(self, depth: float = 0.3429, alpha: float = 1.3588, r0: float = 2.866, cutoff: float = 5.0):
-        super().__init__()
-        self.r_max = cutoff
-        self.depth = nn.Parameter(torch.tensor(depth, dtype=torch.float64))
-        self.alpha, self.r0 = alpha, r0
-
-    def forward(self, graph: AtomicGraph, compute_forces=True, compute_stress=False, training=False):
-        with torch.enable_grad():
-            work, positions, strain = strained(graph)
-            r = work.edge_vectors().norm(dim=-1)
-            morse = self.depth * ((1 - torch.exp(-self.alpha * (r - self.r0))) ** 2 - 1)
-            pair = morse * cosine_cutoff(r, self.r_max)
-            node_energy = 0.5 * pair.new_zeros(graph.num_nodes).index_add(0, graph.receiver, pair)
-            energy = graph.structure_sum(node_energy)
-            out = energy_derivatives(energy, graph, positions, strain if compute_stress else None)
-        return {"energy": energy.detach(), "node_energy": node_energy.detach(), **out}
-
-
-def tiny_tensornet() -> TensorNet:
-    torch.manual_seed(0)
-    return TensorNet(
-        hidden_channels=8, num_layers=1, num_rbf=8, cutoff=3.5, atomic_numbers=[29], dtype="float64"
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def nve_energies(steps: int, timestep_fs: float = 1.0) -> tuple[np.ndarray, np.ndarray, int]:
