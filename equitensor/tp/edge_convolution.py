@@ -10,6 +10,7 @@ same weights, same layout). ``mmax`` (so2 only) truncates to |m| <= mmax in the 
 equivariant, but an approximation of the cg product unless mmax >= every path's min(l1, l_out).
 ``cp`` (CP-decomposed CG tensors, ``equitensor.tp.backends.cp``) takes ``rank=`` and, below the
 exact rank, ``allow_approximate=True``; other keyword options go to the backend's builder.
+``auto`` measures the exact ones once and keeps the fastest (see ``EdgeConvolution``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 from equitensor.irreps import Irreps
 from equitensor.o3 import spherical_harmonics
+from equitensor.tp.backends.auto import check_auto_options, choose_backend, edge_convolution_step
 from equitensor.tp.backends.so2 import SO2EdgeProduct
 from equitensor.tp.spec import TensorProductSpec
 from equitensor.tp.tensor_product import TensorProduct
@@ -50,6 +52,13 @@ class EdgeConvolution(nn.Module):
     like MACE. Call as ``conv(node_feats, edge_vectors, edge_weights, edge_index)`` with
     ``edge_index[0]`` the senders and ``edge_index[1]`` the receivers; ``edge_weights`` has
     shape (E, weight_numel).
+
+    ``backend="auto"`` picks the fastest of this class's ``backends`` that computes the product
+    exactly on the device (never ``cp``, never ``cuda`` on CPU tensors or without CuPy and a
+    GPU), measured once per product, dtype and device on a random graph and cached (see
+    :mod:`equitensor.tp.backends.auto`). The choice is made at the first call, for the device
+    and dtype of ``node_feats``, or at construction when ``device`` is given (for the default
+    dtype); then ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
     """
 
     backends = ("cg", "so2", "cp")
@@ -62,10 +71,11 @@ class EdgeConvolution(nn.Module):
         *,
         backend: str = "cg",
         mmax: int | None = None,
+        device: torch.device | str | None = None,
         **backend_options,
     ) -> None:
         super().__init__()
-        if backend not in self.backends:
+        if backend not in self.backends and backend != "auto":
             raise ValueError(
                 f"EdgeConvolution backend {backend!r} is not available; choose one of {self.backends}"
             )
@@ -78,8 +88,16 @@ class EdgeConvolution(nn.Module):
         self.irreps_node = Irreps(irreps_node)
         self.irreps_sh = Irreps(irreps_sh)
         self.irreps_out, instructions = edge_product_irreps(self.irreps_node, self.irreps_sh, irreps_target)
-        if backend == "so2":
-            spec = TensorProductSpec.build(self.irreps_node, self.irreps_sh, self.irreps_out, instructions)
+        self.spec = spec = TensorProductSpec.build(
+            self.irreps_node, self.irreps_sh, self.irreps_out, instructions
+        )
+        self.backend_choice = None
+        if backend == "auto":
+            check_auto_options("EdgeConvolution", backend_options)
+            self.product = None  # chosen at the first call, or now for the given device
+            if device is not None:
+                self._choose_backend(torch.device(device), torch.get_default_dtype())
+        elif backend == "so2":
             self.product = SO2EdgeProduct(spec, mmax=mmax, sh_normalization="component")
         else:
             self.product = TensorProduct(
@@ -95,7 +113,23 @@ class EdgeConvolution(nn.Module):
 
     @property
     def weight_numel(self) -> int:
-        return self.product.weight_numel
+        return self.spec.weight_numel
+
+    def _with_backend(self, backend: str) -> EdgeConvolution:
+        return EdgeConvolution(self.irreps_node, self.irreps_sh, self.irreps_out, backend=backend)
+
+    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the product."""
+        choice = choose_backend(
+            "edge_convolution",
+            self.spec,
+            device,
+            dtype,
+            lambda name, device, dtype: edge_convolution_step(self._with_backend(name), device, dtype),
+            names=self.backends,
+        )
+        self.product = self._with_backend(choice.backend).product
+        self.backend, self.backend_choice = choice.backend, choice
 
     def forward(
         self,
@@ -104,6 +138,8 @@ class EdgeConvolution(nn.Module):
         edge_weights: torch.Tensor,
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
+        if self.product is None:
+            self._choose_backend(node_feats.device, node_feats.dtype)
         sender, receiver = edge_index
         if self.backend == "so2":
             messages = self.product(node_feats[sender], edge_vectors, edge_weights)

@@ -90,7 +90,7 @@ def _spec_and_operation(obj: Any) -> tuple[TensorProductSpec, str]:
     if isinstance(obj, GauntProduct):
         return obj.spec, "gaunt_product"
     if isinstance(obj, EdgeConvolution):
-        return obj.product.spec, "edge_convolution"
+        return obj.spec, "edge_convolution"
     spec = getattr(obj, "spec", None)
     if isinstance(spec, TensorProductSpec):
         return spec, "tensor_product"

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from equitensor.tp.backends import backend_capabilities, make_executor
+from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
 from equitensor.tp.backends.spherical_signal import gaunt_spec, spherical_irreps
 
 NORMALIZATIONS = ("component", "integral")
@@ -47,6 +48,12 @@ class GauntProduct(nn.Module):
     quadrature); ``backend_options`` go to the backend (for 'grid': ``resolution=(n_theta,
     n_phi)`` and ``allow_approximate=True`` for a grid coarser than the exact one).
     ``weights=False`` gives the plain product without parameters.
+
+    ``backend="auto"`` picks the fastest of the exact backends (measured once per size, dtype and
+    device, cached; see :mod:`equitensor.tp.backends.auto`) at the first call, for the device and
+    dtype of ``x1``, or at construction when ``device`` is given (for the default dtype); then
+    ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
+    places the weights.
     """
 
     def __init__(
@@ -59,12 +66,13 @@ class GauntProduct(nn.Module):
         backend: str = "gaunt",
         normalization: str = "component",
         weights: bool = True,
+        device: torch.device | str | None = None,
         **backend_options,
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        record = backend_capabilities(backend)
+        record = backend_capabilities("cg" if backend == "auto" else backend)
         if "gaunt_product" not in record.operations:
             raise ValueError(
                 f"backend {backend!r} does not compute Gaunt products "
@@ -78,11 +86,18 @@ class GauntProduct(nn.Module):
         # component harmonics are sqrt(4 pi) x orthonormal ones: f1 f2 gains 4 pi, z loses sqrt(4 pi)
         scale = math.sqrt(4 * math.pi) if normalization == "component" else 1.0
         self.spec = gaunt_spec(channels, lmax1, lmax2, lmax_out, scale)
-        self.executor = make_executor(backend, self.spec, **backend_options)
+        self.backend_choice = None
+        if backend == "auto":
+            check_auto_options(type(self).__name__, backend_options)
+            self.executor = None  # chosen at the first call, or now for the given device
+            if device is not None:
+                self._choose_backend(torch.device(device), torch.get_default_dtype())
+        else:
+            self.executor = make_executor(backend, self.spec, **backend_options)
         if weights:
-            self.weight_in1 = nn.Parameter(torch.ones(channels, lmax1 + 1))
-            self.weight_in2 = nn.Parameter(torch.ones(channels, lmax2 + 1))
-            self.weight_out = nn.Parameter(torch.ones(channels, lmax_out + 1))
+            self.weight_in1 = nn.Parameter(torch.ones(channels, lmax1 + 1, device=device))
+            self.weight_in2 = nn.Parameter(torch.ones(channels, lmax2 + 1, device=device))
+            self.weight_out = nn.Parameter(torch.ones(channels, lmax_out + 1, device=device))
         else:
             self.register_parameter("weight_in1", None)
             self.register_parameter("weight_in2", None)
@@ -99,6 +114,18 @@ class GauntProduct(nn.Module):
         kernel = getattr(self.executor, "kernel", None)
         return float(getattr(kernel, "approximation_error", 0.0))
 
+    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the executor."""
+        choice = choose_backend(
+            "gaunt_product",
+            self.spec,
+            device,
+            dtype,
+            lambda name, device, dtype: executor_step(self.spec, name, device, dtype),
+        )
+        self.executor = make_executor(choice.backend, self.spec)
+        self.backend, self.backend_choice = choice.backend, choice
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         for name, x, irreps in (("x1", x1, self.irreps_in1), ("x2", x2, self.irreps_in2)):
             if x.shape[-1] != irreps.dim:
@@ -106,6 +133,8 @@ class GauntProduct(nn.Module):
                     f"{name} has last dimension {x.shape[-1]} but {irreps} needs {irreps.dim} "
                     f"(shape {tuple(x.shape)})"
                 )
+        if self.executor is None:
+            self._choose_backend(x1.device, x1.dtype)
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         z = prod(batch)
         x1 = x1.expand(batch + x1.shape[-1:]).reshape(z, x1.shape[-1])

@@ -10,6 +10,7 @@ from torch import nn
 
 from equitensor.irreps import Irreps
 from equitensor.tp.backends import make_executor
+from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
 from equitensor.tp.spec import Instruction, TensorProductSpec
 
 
@@ -32,6 +33,13 @@ class TensorProduct(nn.Module):
     ``(weight_numel,)`` when ``shared_weights`` and ``(..., weight_numel)`` otherwise.
     ``backend_options`` go to the backend's builder (e.g. ``{"rank": 8, "allow_approximate":
     True}`` for ``cp``).
+
+    ``backend="auto"`` picks the fastest backend that computes the spec exactly (never an
+    approximate one), measured once per spec, dtype and device and cached (see
+    :mod:`equitensor.tp.backends.auto`). The choice is made at the first call, for the device and
+    dtype of ``x1``, or at construction when ``device`` is given (for the default dtype); then
+    ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
+    places the internal weights.
     """
 
     def __init__(
@@ -50,6 +58,7 @@ class TensorProduct(nn.Module):
         shared_weights: bool | None = None,
         backend: str = "cg",
         backend_options: dict | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.spec = TensorProductSpec.build(
@@ -73,9 +82,16 @@ class TensorProduct(nn.Module):
         self.shared_weights = shared_weights
         self.internal_weights = internal_weights
         self.backend = backend
-        self.executor = make_executor(backend, self.spec, **(backend_options or {}))
+        self.backend_choice = None
+        if backend == "auto":
+            check_auto_options(type(self).__name__, backend_options or {})
+            self.executor = None  # chosen at the first call, or now for the given device
+            if device is not None:
+                self._choose_backend(torch.device(device), torch.get_default_dtype())
+        else:
+            self.executor = make_executor(backend, self.spec, **(backend_options or {}))
         if internal_weights and self.weight_numel > 0:
-            self.weight = nn.Parameter(torch.randn(self.weight_numel))
+            self.weight = nn.Parameter(torch.randn(self.weight_numel, device=device))
         else:
             self.register_parameter("weight", None)
 
@@ -90,6 +106,19 @@ class TensorProduct(nn.Module):
             f"{type(self).__name__}({self.irreps_in1} x {self.irreps_in2} -> {self.irreps_out} | "
             f"{len(self.spec.instructions)} paths | {self.weight_numel} weights | backend={self.backend})"
         )
+
+    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the executor."""
+        shared = self.shared_weights
+
+        def step(name, device, dtype):
+            return executor_step(self.spec, name, device, dtype, shared_weights=shared)
+
+        choice = choose_backend(
+            "tensor_product", self.spec, device, dtype, step, context=f"shared_weights={shared}"
+        )
+        self.executor = make_executor(choice.backend, self.spec)
+        self.backend, self.backend_choice = choice.backend, choice
 
     def _weight(self, weight: torch.Tensor | None) -> torch.Tensor | None:
         if weight is None:
@@ -109,6 +138,8 @@ class TensorProduct(nn.Module):
         _check_last_dim("x1", x1, self.irreps_in1)
         _check_last_dim("x2", x2, self.irreps_in2)
         weight = self._weight(weight)
+        if self.executor is None:
+            self._choose_backend(x1.device, x1.dtype)
         per_sample = weight is not None and not self.shared_weights
         leading = [x1.shape[:-1], x2.shape[:-1]] + ([weight.shape[:-1]] if per_sample else [])
         batch = torch.broadcast_shapes(*leading)

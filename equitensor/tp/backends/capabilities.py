@@ -57,6 +57,9 @@ class BackendCapabilities:
     ``max_derivative_order`` is None when any order works (plain autograd ops).
     ``build(spec, **options)`` returns the executor ``module(x1, x2, weight) -> out`` on flat
     ``(z, dim)`` inputs; None for backends that are not tensor-product executors.
+    ``available(device)`` returns why the backend cannot run on ``device`` in this environment
+    (e.g. CuPy missing), or None; None (the default) means it runs wherever ``devices`` says.
+    ``backend="auto"`` consults it.
     """
 
     name: str
@@ -71,6 +74,7 @@ class BackendCapabilities:
     dtypes: tuple[torch.dtype, ...]
     limitations: Callable[[TensorProductSpec], list[Limitation]] = field(default=no_limitations)
     build: Callable[..., nn.Module] | None = None
+    available: Callable[[torch.device], str | None] | None = None
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.operations if op not in OPERATIONS]
