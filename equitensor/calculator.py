@@ -31,12 +31,10 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def model_cutoff(model: nn.Module) -> float:
-    """The radius within which the model needs every neighbour (MACE ``r_max``, TensorNet ``cutoff``)."""
-    cutoff = getattr(model, "r_max", None) or getattr(model, "cutoff", None)
+    """The radius within which the model needs every neighbour (every equitensor model's ``r_max``)."""
+    cutoff = getattr(model, "r_max", None)
     if cutoff is None:
-        raise TypeError(
-            f"{type(model).__name__} exposes neither `r_max` nor `cutoff`; cannot build its graph"
-        )
+        raise TypeError(f"{type(model).__name__} has no `r_max`; cannot build its graph")
     return float(cutoff)
 
 

@@ -1,4 +1,4 @@
-"""The ``equitensor`` command line. Only ``demo`` exists so far; train/eval/md/bench are planned."""
+"""The ``equitensor`` command line: train, eval, md, relax, data, bench (and the small demo)."""
 
 from __future__ import annotations
 

@@ -294,6 +294,11 @@ class TensorNet(nn.Module):
         return elements
 
     @property
+    def r_max(self) -> float:
+        """The neighbour radius (the ``cutoff``), under the name every equitensor model shares."""
+        return self.cutoff
+
+    @property
     def config(self) -> dict:
         """JSON-compatible constructor kwargs that rebuild this model (with its current dtype)."""
         dtype = next(self.parameters()).dtype
