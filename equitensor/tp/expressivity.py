@@ -109,7 +109,9 @@ def expressivity(obj: Any) -> ExpressivityReport:
             reason = (
                 f"{record.name!r} does not compute {operation} (it computes {', '.join(record.operations)})"
             )
-            fits.append(BackendFit(record.name, "no", (Limitation(None, reason),)))
+            # and what it could not express even as a plain tensor product (e.g. a Gaunt
+            # backend asked for an edge convolution: its per-path, per-edge weights)
+            fits.append(BackendFit(record.name, "no", (Limitation(None, reason), *record.limitations(spec))))
             continue
         limitations = tuple(record.limitations(spec))
         status = "no" if limitations else "exact" if record.exact else "approximate"
