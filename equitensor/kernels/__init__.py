@@ -1,1 +1,12 @@
-"""CUDA kernels (``cuda/*.cu``) compiled at run time, wrapped as differentiable torch custom ops."""
+"""CUDA kernels (``cuda/*.cu``) compiled at run time, wrapped as differentiable torch custom ops.
+
+* :mod:`.edge_conv` - the fused edge convolution (``EdgeConvolution(backend="cuda")``) and its
+  functional form; :mod:`.edge_conv_ops` - the custom ops ``equitensor::edge_conv_fwd`` and
+  ``equitensor::edge_conv_bwd`` (CUDA kernels, CPU reference, fake implementations, autograd to any
+  order); :mod:`.edge_conv_plan` and :mod:`.edge_conv_codegen` - the plan and the generated header.
+* :mod:`.compile` - NVRTC compilation with memory and disk cache, CuPy loading, DLPack launches.
+"""
+
+#: Whether the kernels have passed tests/test_kernels_gpu.py on a GPU. Until then
+#: ``backend="auto"`` does not choose them (an explicit ``backend="cuda"`` still works).
+GPU_VALIDATED = False

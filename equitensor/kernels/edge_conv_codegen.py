@@ -18,7 +18,7 @@ HEADER_NAME = "edge_conv_config.cuh"
 
 def _literal(value: float) -> str:
     text = repr(float(value))
-    if not any(c in text for c in ".en"):
+    if not any(c in text for c in ".e"):
         text += ".0"
     return f"T({text})"
 
@@ -32,7 +32,8 @@ def _load_function(name: str, blocks: tuple[Block, ...], comment: str) -> list[s
     lines = [
         f"// {comment}",
         "template <typename T>",
-        f"__device__ __forceinline__ void {name}(const T* __restrict__ row, const int u, T* __restrict__ v) {{",
+        f"__device__ __forceinline__ void {name}(const T* __restrict__ row, const int u,",
+        "                                         T* __restrict__ v) {",
     ]
     for b in blocks:
         for m in range(b.dim):
@@ -45,7 +46,8 @@ def _store_function(name: str, blocks: tuple[Block, ...], comment: str) -> list[
     lines = [
         f"// {comment}",
         "template <typename T, bool ATOMIC>",
-        f"__device__ __forceinline__ void {name}(T* __restrict__ row, const int u, const T* __restrict__ v) {{",
+        f"__device__ __forceinline__ void {name}(T* __restrict__ row, const int u,",
+        "                                         const T* __restrict__ v) {",
     ]
     for b in blocks:
         if b.mul == 0:
@@ -63,7 +65,8 @@ def _forward_function(plan: EdgeConvPlan) -> list[str]:
         "// out[k, u] += w[p, u] * sum_ij c_pijk x[i, u] y[j] for every path p (acc: output slots of u)",
         "template <typename T>",
         "__device__ __forceinline__ void et_forward(const T* __restrict__ x, const T* __restrict__ y,",
-        "                                           const T* __restrict__ wrow, const int u, T* __restrict__ acc) {",
+        "                                           const T* __restrict__ wrow, const int u,",
+        "                                           T* __restrict__ acc) {",
     ]
     for index, p in enumerate(plan.paths):
         if not p.nonzeros or p.mul == 0:

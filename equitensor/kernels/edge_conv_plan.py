@@ -109,7 +109,8 @@ def plan_key(spec: TensorProductSpec) -> str:
     compute it (every path must be weighted 'uvu' with an SH block of multiplicity 1)."""
     problems = edge_conv_limitations(spec)
     if problems:
-        raise ValueError("the cuda edge convolution cannot compute this product:\n" + "\n".join(problems))
+        listed = "\n".join(f"  - {reason}" for _, reason in problems)
+        raise ValueError(f"the cuda edge convolution cannot compute this product:\n{listed}")
     paths, weight_offset = [], 0
     for ins in spec.instructions:
         paths.append([ins.i_in1, ins.i_in2, ins.i_out, float(ins.coefficient).hex(), weight_offset])
@@ -123,18 +124,21 @@ def plan_key(spec: TensorProductSpec) -> str:
     return json.dumps(description, separators=(",", ":"))
 
 
-def edge_conv_limitations(spec: TensorProductSpec) -> list[str]:
-    """Why the fused kernels cannot compute ``spec`` (empty list if they can)."""
+def edge_conv_limitations(spec: TensorProductSpec) -> list[tuple[int, str]]:
+    """Why the fused kernels cannot compute ``spec``: (instruction index, reason) pairs, empty if
+    they can."""
     problems = []
     for index, ins in enumerate(spec.instructions):
         ir1, ir2 = spec.irreps_in1[ins.i_in1], spec.irreps_in2[ins.i_in2]
         name = f"path {index} ({ir1} x {ir2} -> {spec.irreps_out[ins.i_out]})"
         if ins.connection_mode != "uvu":
-            problems.append(f"{name}: mode {ins.connection_mode!r}, the kernels compute only 'uvu'")
+            problems.append((index, f"{name}: mode {ins.connection_mode!r}, the kernels compute only 'uvu'"))
         elif not ins.has_weight:
-            problems.append(f"{name}: unweighted, the kernels need per-edge weights on every path")
+            problems.append((index, f"{name}: unweighted, the kernels need per-edge weights on every path"))
         elif ir2.mul != 1:
-            problems.append(f"{name}: the edge (SH) block has multiplicity {ir2.mul}, the kernels need 1")
+            problems.append(
+                (index, f"{name}: the edge (SH) block has multiplicity {ir2.mul}, the kernels need 1")
+            )
     return problems
 
 

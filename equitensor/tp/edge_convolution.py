@@ -11,6 +11,8 @@ equivariant, but an approximation of the cg product unless mmax >= every path's 
 ``cp`` (CP-decomposed CG tensors, ``equitensor.tp.backends.cp``) takes ``rank=`` and, below the
 exact rank, ``allow_approximate=True``; other keyword options go to the backend's builder.
 ``auto`` measures the exact ones once and keeps the fastest (see ``EdgeConvolution``).
+``cuda`` fuses gather, product and sum in one generated CUDA kernel (``equitensor.kernels``;
+CUDA tensors only, needs CuPy); option ``deterministic=True`` sums without atomics.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class EdgeConvolution(nn.Module):
     dtype); then ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
     """
 
-    backends = ("cg", "so2", "cp")
+    backends = ("cg", "so2", "cp", "cuda")
 
     def __init__(
         self,
@@ -99,6 +101,10 @@ class EdgeConvolution(nn.Module):
                 self._choose_backend(torch.device(device), torch.get_default_dtype())
         elif backend == "so2":
             self.product = SO2EdgeProduct(spec, mmax=mmax, sh_normalization="component")
+        elif backend == "cuda":
+            from equitensor.kernels.edge_conv import FusedEdgeProduct
+
+            self.product = FusedEdgeProduct(spec, **backend_options)
         else:
             self.product = TensorProduct(
                 self.irreps_node,
@@ -140,6 +146,9 @@ class EdgeConvolution(nn.Module):
     ) -> torch.Tensor:
         if self.product is None:
             self._choose_backend(node_feats.device, node_feats.dtype)
+        if self.backend == "cuda":  # gathers and sums inside the kernel
+            sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+            return self.product(node_feats, sh, edge_weights, edge_index)
         sender, receiver = edge_index
         if self.backend == "so2":
             messages = self.product(node_feats[sender], edge_vectors, edge_weights)
