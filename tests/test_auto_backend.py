@@ -419,3 +419,21 @@ def test_the_in_principle_subset_is_a_gaunt_product_with_per_degree_edge_weights
         expected_blocks[ins.i_out] = (ratio * w.reshape(edges, channels, 1) * block).reshape(edges, -1)
     expected = torch.cat([expected_blocks[i] for i in range(len(conv.irreps_out))], dim=-1)
     assert_close(messages, expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_on_cuda_chooses_for_the_gpu_and_equals_cg(measured):
+    device = torch.device("cuda")
+    tp, ref = gaunt_tensor_product(backend="auto"), gaunt_tensor_product(backend="cg")
+    x1, x2 = random(7, tp.irreps_in1.dim), random(7, tp.irreps_in2.dim)
+    out = tp(x1.to(device), x2.to(device))
+    assert tp.backend_choice.device.startswith("cuda") and tp.backend in GAUNT_TP_CANDIDATES
+    assert_close(out.cpu(), ref(x1, x2))
+    conv = EdgeConvolution("8x0e+8x1o", "0e+1o+2e", backend="auto", device=device)
+    assert conv.backend_choice.device.startswith("cuda") and conv.backend != "cp"
+    reference = EdgeConvolution("8x0e+8x1o", "0e+1o+2e", backend="cg")
+    nodes, vectors, weights = random(6, conv.irreps_node.dim), random(20, 3), random(20, conv.weight_numel)
+    edge_index = torch.randint(6, (2, 20))
+    got = conv(nodes.to(device), vectors.to(device), weights.to(device), edge_index.to(device))
+    assert_close(got.cpu(), reference(nodes, vectors, weights, edge_index))

@@ -20,6 +20,10 @@ Reporting. Every choice is logged at INFO on the ``equitensor.tp`` logger with t
 times and the exclusions, and returned as a :class:`BackendChoice` that the modules keep as
 ``module.backend_choice`` (``module.backend`` becomes the chosen name).
 
+When. The modules choose lazily at their first call, for the device and dtype of the first
+input, or at construction when given ``device=`` (then for the default dtype). Resolve the choice
+(one call, or ``device=``) before ``torch.compile``, which should not trace a measurement.
+
 Ranks of a distributed job measure independently and may choose different backends; all are
 exact, so they agree to round-off.
 """
@@ -292,7 +296,7 @@ def _load(path: Path, fields: dict[str, str], candidates: Sequence[str]) -> Back
         data = json.loads(path.read_text())
         if data.get("key") != fields:
             raise ValueError("its key fields do not match (hash collision or edited file)")
-        choice = BackendChoice(**data["choice"])
+        choice = BackendChoice(**{**data["choice"], "candidates": tuple(data["choice"]["candidates"])})
         if choice.backend not in candidates:
             raise ValueError(f"it names {choice.backend!r}, which is not a candidate")
     except Exception as error:  # an unusable entry is measured again and overwritten
