@@ -198,7 +198,7 @@ def test_the_choice_is_cached_in_memory_and_on_disk(measured, fresh_cache):
     assert third.backend_choice.times == first.backend_choice.times
 
 
-def test_the_cache_key_separates_dtypes_and_weight_sharing(measured):
+def test_the_cache_key_separates_dtypes(measured):
     measured.times = [3.0, 1.0, 2.0] * 2
     tp = gaunt_tensor_product(backend="auto")
     tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
