@@ -88,7 +88,9 @@ def compile_cubin(
         _BINARIES[key] = path.read_bytes()
         return _BINARIES[key]
     nvrtc = _nvrtc()
-    program = nvrtc.createProgram(source, name, list(headers.values()), list(headers.keys()))
+    program = nvrtc.createProgram(
+        source, name, [h.encode() for h in headers.values()], [n.encode() for n in headers]
+    )
     try:
         try:
             nvrtc.compileProgram(program, [*BASE_OPTIONS, *options, f"--gpu-architecture={arch}"])
