@@ -12,7 +12,7 @@ from equitensor.datasets.graph_data import (
     batch_labels,
     collate_graphs,
 )
-from equitensor.datasets.graphs import graph_from_atoms, neighbour_list
+from equitensor.datasets.graphs import graph_from_atoms, graph_from_pairs, neighbour_list
 from equitensor.datasets.reading import (
     DatasetError,
     LabelledStructure,
@@ -45,6 +45,7 @@ __all__ = [
     "default_dataset_path",
     "fit_e0s",
     "graph_from_atoms",
+    "graph_from_pairs",
     "isolated_atom_energies",
     "neighbour_list",
     "read_structures",

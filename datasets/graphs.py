@@ -28,31 +28,48 @@ def _vesin_calculator(r_max: float) -> vesin.NeighborList:
     return calculators[r_max]
 
 
+def effective_box(atoms: Atoms) -> np.ndarray:
+    """The cell the neighbour list uses: the lattice vectors if any direction is periodic, else zeros."""
+    return np.array(atoms.cell.array, dtype=np.float64) if atoms.pbc.any() else np.zeros((3, 3))
+
+
 def neighbour_list(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Senders, receivers and integer cell shifts of every pair closer than ``r_max``.
 
     Self-pairs appear only through a periodic image. Non-periodic directions need no cell.
     """
-    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
     i, j, shifts = _vesin_calculator(float(r_max)).compute(
-        np.ascontiguousarray(atoms.positions, dtype=np.float64), box, atoms.pbc, quantities="ijS"
+        np.ascontiguousarray(atoms.positions, dtype=np.float64),
+        effective_box(atoms),
+        atoms.pbc,
+        quantities="ijS",
     )
     # vesin and ASE: vector = positions[j] - positions[i] + S @ cell. With receiver = i, sender = j the
     # MACE vector positions[receiver] - positions[sender] + shift needs shift = -S.
     return j, i, -shifts
 
 
-def graph_from_atoms(atoms: Atoms, r_max: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
-    """One structure as an AtomicGraph with every neighbour within ``r_max``."""
-    sender, receiver, shifts = neighbour_list(atoms, r_max)
-    cell = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+def graph_from_pairs(
+    atoms: Atoms,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> AtomicGraph:
+    """One structure with the given (sender, receiver, integer shift) pairs as an AtomicGraph."""
+    sender, receiver, shifts = pairs
+    as_float = {"dtype": dtype, "device": device}
     return AtomicGraph(
-        positions=torch.tensor(atoms.positions, dtype=dtype),
-        numbers=torch.tensor(atoms.numbers, dtype=torch.long),
-        edge_index=torch.tensor(np.stack([sender, receiver]), dtype=torch.long).reshape(2, -1),
-        unit_shifts=torch.tensor(shifts, dtype=dtype).reshape(-1, 3),
-        cell=torch.tensor(cell, dtype=dtype).reshape(1, 3, 3),
-        pbc=torch.tensor(atoms.pbc, dtype=torch.bool).reshape(1, 3),
-        batch=torch.zeros(len(atoms), dtype=torch.long),
+        positions=torch.tensor(atoms.positions, **as_float),
+        numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=device),
+        edge_index=torch.tensor(np.stack([sender, receiver]), dtype=torch.long, device=device).reshape(2, -1),
+        unit_shifts=torch.tensor(shifts, **as_float).reshape(-1, 3),
+        cell=torch.tensor(effective_box(atoms), **as_float).reshape(1, 3, 3),
+        pbc=torch.tensor(atoms.pbc, dtype=torch.bool, device=device).reshape(1, 3),
+        batch=torch.zeros(len(atoms), dtype=torch.long, device=device),
         num_graphs=1,
     )
+
+
+def graph_from_atoms(atoms: Atoms, r_max: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
+    """One structure as an AtomicGraph with every neighbour within ``r_max``."""
+    return graph_from_pairs(atoms, neighbour_list(atoms, r_max), dtype)

@@ -21,9 +21,10 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch import nn
 
-from equitensor.graph import AtomicGraph, batch_graphs
+from equitensor.datasets.graphs import graph_from_pairs
+from equitensor.graph import batch_graphs
 from equitensor.serialization import load_model
-from equitensor.verlet_list import VerletList, canonical_pairs, effective_box
+from equitensor.verlet_list import VerletList, canonical_pairs
 
 __all__ = ["EquitensorCalculator", "evaluate_many", "model_cutoff", "prepare_model"]
 
@@ -134,27 +135,6 @@ def has_cell(atoms: Atoms) -> bool:
     return bool(atoms.pbc.any()) and abs(float(np.linalg.det(atoms.cell.array))) > 0
 
 
-def atomic_graph(
-    atoms: Atoms,
-    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    dtype: torch.dtype,
-    device: torch.device | str,
-) -> AtomicGraph:
-    """One structure with the given (sender, receiver, integer shift) pairs as an AtomicGraph."""
-    sender, receiver, shifts = pairs
-    as_float = {"dtype": dtype, "device": device}
-    return AtomicGraph(
-        positions=torch.tensor(atoms.positions, **as_float),
-        numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=device),
-        edge_index=torch.tensor(np.stack([sender, receiver]), dtype=torch.long, device=device).reshape(2, -1),
-        unit_shifts=torch.tensor(shifts, **as_float).reshape(-1, 3),
-        cell=torch.tensor(effective_box(atoms), **as_float).reshape(1, 3, 3),
-        pbc=torch.tensor(atoms.pbc, dtype=torch.bool, device=device).reshape(1, 3),
-        batch=torch.zeros(len(atoms), dtype=torch.long, device=device),
-        num_graphs=1,
-    )
-
-
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float64).numpy()
 
@@ -206,7 +186,7 @@ class EquitensorCalculator(Calculator):
                 f"pbc={atoms.pbc.tolist()} and cell volume {atoms.cell.volume:.6g} Å^3"
             )
         check_elements(atoms.numbers, self._known_elements, type(self.model).__name__)
-        graph = atomic_graph(atoms, self.neighbours.pairs(atoms), self.dtype, self.device)
+        graph = graph_from_pairs(atoms, self.neighbours.pairs(atoms), self.dtype, self.device)
         out = self.model(graph, compute_forces=True, compute_stress=periodic)
         energy = float(to_numpy(out["energy"])[0])
         self.results = {
@@ -247,7 +227,7 @@ def evaluate_many(
         chunk = structures[start : start + batch_size]
         for atoms in chunk:
             check_elements(atoms.numbers, known, type(model).__name__)
-        graphs = [atomic_graph(a, canonical_pairs(a, cutoff), dtype, device) for a in chunk]
+        graphs = [graph_from_pairs(a, canonical_pairs(a, cutoff), dtype, device) for a in chunk]
         periodic = [has_cell(a) for a in chunk]
         out = model(batch_graphs(graphs), compute_forces=True, compute_stress=any(periodic))
         energies, forces, node_energies = (to_numpy(out[k]) for k in ("energy", "forces", "node_energy"))

@@ -16,12 +16,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from equitensor.datasets.graphs import neighbour_list
-
-
-def effective_box(atoms: Atoms) -> np.ndarray:
-    """The cell the neighbour list uses: the lattice vectors if any direction is periodic, else zeros."""
-    return np.array(atoms.cell.array, dtype=np.float64) if atoms.pbc.any() else np.zeros((3, 3))
+from equitensor.datasets.graphs import effective_box, neighbour_list
 
 
 def canonical_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
