@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import nn
@@ -43,20 +46,29 @@ def parameter_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """A temporary file in ``path``'s folder (created if needed), opened with ``mode``, that
+    replaces ``path`` when the block ends without error and is removed otherwise: a reader never
+    sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save through :func:`atomic_write`: never a half-written file."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:

@@ -36,7 +36,6 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from equitensor.cache import cache_dir as equitensor_cache_dir
+from equitensor.serialization import atomic_write
 from equitensor.tp.backends.capabilities import list_backends
 from equitensor.tp.spec import TensorProductSpec
 
@@ -220,12 +221,8 @@ def executor_step(
 
 
 def cache_dir() -> Path:
-    """``$EQUITENSOR_CACHE/auto``, else ``$XDG_CACHE_HOME/equitensor/auto``, else ``~/.cache/...``."""
-    root = os.environ.get("EQUITENSOR_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "equitensor")
-    return Path(root) / "auto"
+    """Where choices are kept: the ``auto`` folder of :func:`equitensor.cache.cache_dir`."""
+    return equitensor_cache_dir("auto")
 
 
 _MEMORY: dict[str, BackendChoice] = {}
@@ -274,18 +271,6 @@ def cache_key(
     }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
     return digest, fields
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=1, sort_keys=True)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _load(path: Path, fields: dict[str, str], candidates: Sequence[str]) -> BackendChoice | None:
@@ -393,7 +378,8 @@ def choose_backend(
     )
     _MEMORY[digest] = choice
     try:
-        _write_json_atomically(path, {"key": fields, "choice": asdict(choice)})
+        with atomic_write(path, "w") as file:
+            json.dump({"key": fields, "choice": asdict(choice)}, file, indent=1, sort_keys=True)
     except OSError as error:
         warnings.warn(f"could not write the auto-backend cache file {path}: {error}", stacklevel=2)
     return _log(choice)

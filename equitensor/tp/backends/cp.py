@@ -33,8 +33,6 @@ reflections, float64). All steps are torch ops, so any derivative order comes fr
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +41,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from equitensor.cache import cache_dir as equitensor_cache_dir
 from equitensor.o3.wigner import wigner_3j, wigner_3j_sparse
+from equitensor.serialization import atomic_write
 from equitensor.tp.backends.capabilities import BackendCapabilities, describe_path, register_backend
 from equitensor.tp.backends.cg import _path_from_product, _weight_subscript
 from equitensor.tp.backends.spherical_signal import CastCache
@@ -196,12 +196,8 @@ def _fit_rank(ls: tuple[int, int, int], rank: int, previous: CPFactors | None) -
 
 
 def cache_dir() -> Path:
-    """Where fitted factors are kept: ``$EQUITENSOR_CACHE/cp``, else the XDG cache folder."""
-    root = os.environ.get("EQUITENSOR_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "equitensor")
-    return Path(root) / "cp"
+    """Where fitted factors are kept: the ``cp`` folder of :func:`equitensor.cache.cache_dir`."""
+    return equitensor_cache_dir("cp")
 
 
 def _cache_file(ls: tuple[int, int, int], rank: int) -> Path:
@@ -233,22 +229,15 @@ def _load(ls: tuple[int, int, int], rank: int) -> CPFactors | None:
 
 def _store(ls: tuple[int, int, int], factors: CPFactors) -> None:
     path = _cache_file(ls, factors.rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(
-                file,
-                a=factors.a.numpy(),
-                b=factors.b.numpy(),
-                d=factors.d.numpy(),
-                ls=np.array(ls),
-                algorithm_version=np.array(ALGORITHM_VERSION),
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        np.savez(
+            file,
+            a=factors.a.numpy(),
+            b=factors.b.numpy(),
+            d=factors.d.numpy(),
+            ls=np.array(ls),
+            algorithm_version=np.array(ALGORITHM_VERSION),
+        )
 
 
 def cp_factors(l1: int, l2: int, l3: int, rank: int) -> CPFactors:
