@@ -15,7 +15,7 @@ from torch import nn
 from equitensor.irreps import Irreps
 from equitensor.kernels.compile import KernelUnavailableError, require_cupy
 from equitensor.kernels.edge_conv_ops import edge_conv_fwd, edge_csr
-from equitensor.kernels.edge_conv_plan import plan_from_key, plan_key
+from equitensor.kernels.edge_conv_plan import EdgeConvPlan, plan_from_key, plan_key
 from equitensor.tp.spec import TensorProductSpec
 
 
@@ -40,7 +40,7 @@ def ir_mul_to_mul_ir(x: torch.Tensor, irreps: Irreps) -> torch.Tensor:
 
 
 def fused_edge_convolution(
-    key: str,
+    plan: EdgeConvPlan,
     node_feats: torch.Tensor,
     sh: torch.Tensor,
     edge_weights: torch.Tensor,
@@ -50,16 +50,16 @@ def fused_edge_convolution(
 ) -> torch.Tensor:
     """``out[r] = sum_{e: s -> r} TP_uvu(node_feats[s], sh[e], edge_weights[e])`` (mul_ir layout).
 
-    ``key`` is the plan key of the product (:func:`~equitensor.kernels.edge_conv_plan.plan_key`);
+    ``plan`` is the product's plan, ``plan_from_key(plan_key(spec))`` (made once, outside any
+    compiled region);
     ``sh`` the spherical harmonics of the edges (E, irreps_sh.dim); ``edge_weights`` (E,
     weight_numel) in the TensorProduct layout. ``deterministic``: sum in CSR order (receivers
     sorted once per call) without atomics, bitwise reproducible on a GPU.
     """
-    plan = plan_from_key(key)
     edge_index = edge_index.to(torch.int64)
     csr = edge_csr(edge_index, node_feats.shape[0]) if deterministic else edge_index.new_empty(0)
     x = mul_ir_to_ir_mul(node_feats, plan.irreps_node)
-    out = edge_conv_fwd(x, sh.contiguous(), edge_weights.contiguous(), edge_index.contiguous(), csr, key)
+    out = edge_conv_fwd(x, sh.contiguous(), edge_weights.contiguous(), edge_index.contiguous(), csr, plan.key)
     return ir_mul_to_mul_ir(out, plan.irreps_out)
 
 
@@ -82,7 +82,7 @@ class FusedEdgeProduct(nn.Module):
 
     def __init__(self, spec: TensorProductSpec, *, deterministic: bool = False) -> None:
         super().__init__()
-        self.key = plan_key(spec)  # ValueError for a product the kernels cannot compute
+        self.plan = plan_from_key(plan_key(spec))  # ValueError for a product the kernels cannot compute
         require_gpu()
         self.spec = spec
         self.deterministic = bool(deterministic)
@@ -105,7 +105,7 @@ class FusedEdgeProduct(nn.Module):
                     "CUDA device, or use backend='cg' on CPU"
                 )
         return fused_edge_convolution(
-            self.key, node_feats, sh, edge_weights, edge_index, deterministic=self.deterministic
+            self.plan, node_feats, sh, edge_weights, edge_index, deterministic=self.deterministic
         )
 
     def extra_repr(self) -> str:

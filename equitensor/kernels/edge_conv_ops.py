@@ -115,7 +115,7 @@ def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype) -> list[torch.Tensor]:
 
 def _block(t: torch.Tensor, block) -> torch.Tensor:
     """(rows, dim, mul) view of an ir_mul block."""
-    return t[:, block.offset : block.offset + block.dim * block.mul].reshape(-1, block.dim, block.mul)
+    return t[:, block.offset : block.offset + block.dim * block.mul].reshape(t.shape[0], block.dim, block.mul)
 
 
 def _sum_into(
@@ -135,7 +135,7 @@ def _sh_times_cg(sh: torch.Tensor, block, c: torch.Tensor) -> torch.Tensor:
     """``M[e, i, k] = sum_j c[i, j, k] sh[e, j]`` of one SH block."""
     y = sh[:, block.offset : block.offset + block.dim]
     c_jik = c.permute(1, 0, 2).reshape(c.shape[1], -1)
-    return (y @ c_jik).reshape(-1, c.shape[0], c.shape[2])
+    return (y @ c_jik).reshape(sh.shape[0], c.shape[0], c.shape[2])
 
 
 def reference_forward(
@@ -150,7 +150,7 @@ def reference_forward(
         m = _sh_times_cg(sh, sh_block, c)  # (E, i, k)
         w = weight[:, p.weight_offset : p.weight_offset + p.mul]
         message = torch.bmm(m.transpose(1, 2), _block(xs, node)) * w[:, None, :]  # (E, k, u)
-        messages[:, out.offset : out.offset + out.dim * out.mul] += message.reshape(e, -1)
+        messages[:, out.offset : out.offset + out.dim * out.mul] += message.flatten(1)
     if csr.numel() == 0:
         return _sum_into(n, receivers, messages, None, None)
     recv_perm, _, recv_ptr, _ = _split_csr(csr, e, n)
@@ -173,11 +173,11 @@ def reference_backward(
         w = weight[:, p.weight_offset : p.weight_offset + p.mul]
         if gx_edges is not None:
             part = torch.bmm(m, gb * w[:, None, :])  # (E, i, u)
-            gx_edges[:, node.offset : node.offset + node.dim * node.mul] += part.reshape(e, -1)
+            gx_edges[:, node.offset : node.offset + node.dim * node.mul] += part.flatten(1)
         if mask & GRAD_SH:
             pairs = torch.bmm(xb, (gb * w[:, None, :]).transpose(1, 2))  # (E, i, k)
             c_ikj = c.permute(0, 2, 1).reshape(-1, c.shape[1])
-            gsh[:, sh_block.offset : sh_block.offset + sh_block.dim] += pairs.reshape(e, -1) @ c_ikj
+            gsh[:, sh_block.offset : sh_block.offset + sh_block.dim] += pairs.flatten(1) @ c_ikj
         if mask & GRAD_W:
             gw[:, p.weight_offset : p.weight_offset + p.mul] = (torch.bmm(m.transpose(1, 2), xb) * gb).sum(1)
     gx = x.new_empty(0)
