@@ -114,6 +114,24 @@ def _wanted(backends: list[str], reference_first: bool = True) -> list[str]:
     return [REFERENCE] + [b for b in backends if b != REFERENCE] if reference_first else list(backends)
 
 
+def _ours(
+    backend: str, module, inputs, constants, grad_out, directions, counts: cnt.Counts, backends: list[str]
+) -> Implementation:
+    """Our ``module`` on ``backend``; timed only if asked for (the reference is always built)."""
+    return _operator(
+        backend,
+        "equitensor",
+        module,
+        inputs,
+        constants,
+        grad_out,
+        directions,
+        counts=counts,
+        info={"module": repr(module)},
+        timed=backend in backends,
+    )
+
+
 # ----------------------------------------------------------------------------- tp
 
 
@@ -147,20 +165,7 @@ def tp_gaunt_case(
             counts = cnt.grid_counts(lmax, lmax, lmax_out, resolution, channels, batch, itemsize)
         else:
             counts = cnt.tensor_product_counts(spec, batch, itemsize, per_sample_weights=False)
-        impls.append(
-            _operator(
-                backend,
-                "equitensor",
-                module,
-                [x1, x2],
-                [],
-                g,
-                v,
-                counts=counts,
-                info={"module": repr(module)},
-                timed=backend in backends,
-            )
-        )
+        impls.append(_ours(backend, module, [x1, x2], [], g, v, counts, backends))
     if "e3nn" in peers_wanted:
         reason = peers.unavailable("e3nn")
         if reason:
@@ -210,20 +215,7 @@ def tp_full_case(
             skipped[backend] = _first_line(error)
             continue
         counts = cnt.tensor_product_counts(module.spec, batch, itemsize, per_sample_weights=False)
-        impls.append(
-            _operator(
-                backend,
-                "equitensor",
-                module.to(device),
-                [x1, x2],
-                [],
-                g,
-                v,
-                counts=counts,
-                info={"module": repr(module)},
-                timed=backend in backends,
-            )
-        )
+        impls.append(_ours(backend, module.to(device), [x1, x2], [], g, v, counts, backends))
     if "e3nn" in peers_wanted:
         reason = peers.unavailable("e3nn")
         if reason:
@@ -321,20 +313,7 @@ def conv_case(
             counts = cnt.so2_counts(module.product, nodes, edges, itemsize)
         else:
             counts = cnt.edge_convolution_counts(spec, nodes, edges, itemsize)
-        impls.append(
-            _operator(
-                backend,
-                "equitensor",
-                module,
-                [x, vectors, w],
-                [edge_index],
-                g,
-                v,
-                counts=counts,
-                info={"module": repr(module)},
-                timed=backend in backends,
-            )
-        )
+        impls.append(_ours(backend, module, [x, vectors, w], [edge_index], g, v, counts, backends))
 
     def message_passing(product, sh_irreps):
         from e3nn import o3
@@ -430,20 +409,7 @@ def product_case(
         else:
             module.load_state_dict(reference.state_dict())
         counts = cnt.symmetric_contraction_counts(module, nodes, x.element_size())
-        impls.append(
-            _operator(
-                backend,
-                "equitensor",
-                module,
-                [x],
-                [attrs],
-                g,
-                v,
-                counts=counts,
-                info={"module": repr(module)},
-                timed=backend in backends,
-            )
-        )
+        impls.append(_ours(backend, module, [x], [attrs], g, v, counts, backends))
     if "mace-torch" in peers_wanted:
         skipped["mace-torch"] = peers.unavailable("mace-torch") or (
             "mace-torch is importable but mapping our weights onto its SymmetricContraction is not "

@@ -204,6 +204,19 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
+def _finish(plt, fig, ax, ylabel: str, title: str, path: Path) -> Path:
+    """Label a figure over L (axes, title, legend, grid), write it to ``path`` and close it."""
+    ax.set_xlabel("L (lmax)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot(rows: list[dict], prefix: str | Path) -> list[Path]:
     """Write time-vs-L (log-log, fitted slopes) and speed-up-over-e3nn PNGs; returns their paths.
 
@@ -251,16 +264,8 @@ def plot(rows: list[dict], prefix: str | Path) -> list[Path]:
             ax.errorbar(ls, ts, yerr=[lo, hi], marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("L (lmax)")
-        ax.set_ylabel("time per call [s] (median, IQR)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        path = prefix.parent / f"{stem}_time.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        ylabel = "time per call [s] (median, IQR)"
+        written.append(_finish(plt, fig, ax, ylabel, title, prefix.parent / f"{stem}_time.png"))
 
         speedups = {
             name: sorted(
@@ -276,14 +281,6 @@ def plot(rows: list[dict], prefix: str | Path) -> list[Path]:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
             ax.axhline(1.0, color="grey", lw=0.8)
             ax.set_yscale("log")
-            ax.set_xlabel("L (lmax)")
-            ax.set_ylabel("speed-up over e3nn (e3nn time / time)")
-            ax.set_title(title, fontsize=9)
-            ax.legend(fontsize=8)
-            ax.grid(True, which="both", alpha=0.3)
-            path = prefix.parent / f"{stem}_speedup.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            written.append(path)
+            ylabel = "speed-up over e3nn (e3nn time / time)"
+            written.append(_finish(plt, fig, ax, ylabel, title, prefix.parent / f"{stem}_speedup.png"))
     return written
