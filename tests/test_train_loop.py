@@ -132,3 +132,31 @@ def test_e0s_choices(tmp_path, data_file):
         train(tmp_path, no_isolated, e0s={"Cu": -0.1})
     result = train(tmp_path, no_isolated, e0s="least_squares", epochs=1)
     assert "E0s fitted by least squares" in (result.run_dir / "train.log").read_text()
+
+
+def test_early_stopping_after_patience_evaluations(tmp_path, data_file, monkeypatch):
+    from equitensor.train.trainer import Trainer
+
+    losses = iter([3.0, 2.0, 2.5, 2.1, 1.0, 0.5])
+    original = Trainer._validate
+
+    def fake_validate(self):
+        summary = original(self)
+        summary["loss"] = next(losses)
+        return summary
+
+    monkeypatch.setattr(Trainer, "_validate", fake_validate)
+    result = train(tmp_path, data_file, epochs=6, patience=2)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]  # no improvement in epochs 3 and 4
+    assert result.best_epoch == 2
+    assert "early stop" in (result.run_dir / "train.log").read_text()
+
+
+def test_cosine_schedule_with_warmup():
+    from equitensor.train.optim import WarmupCosine
+
+    schedule = WarmupCosine(warmup_epochs=2, epochs=12, min_factor=0.1)
+    assert [schedule(e) for e in (0, 1)] == [1 / 3, 2 / 3]
+    assert schedule(2) == pytest.approx(1.0)
+    assert schedule(7) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(12) == pytest.approx(0.1) and schedule(20) == pytest.approx(0.1)

@@ -196,6 +196,8 @@ def prepare_data(config: TrainConfig, dtype: torch.dtype) -> PreparedData:
             f"stress_weight = {config.stress_weight} but no training structure has a stress "
             f"(key {config.stress_key or 'stress or REF_stress'}); set stress_weight=0 or add stresses"
         )
+    if config.stress_weight == 0 and has_stress:
+        notes.append("the data have stresses but stress_weight = 0: stress is reported, not fitted")
     return PreparedData(
         train=train,
         valid=valid,
