@@ -221,9 +221,7 @@ def run_md(
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``md`` subcommand's arguments."""
     p = commands.add_parser("md", help="molecular dynamics (NVE, NVT Langevin, NPT) with a trained model")
-    p.add_argument("--model", required=True, help="model file (equitensor.save_model) or training checkpoint")
-    p.add_argument("--structure", required=True, help="starting structure, any format ASE reads")
-    p.add_argument("--index", default="-1", help="frame of the structure file (default: last)")
+    add_model_and_structure_arguments(p, "starting structure, any format ASE reads")
     p.add_argument("--ensemble", choices=ENSEMBLES, default="nve")
     p.add_argument("--timestep", type=float, default=1.0, help="fs (default 1)")
     p.add_argument(
@@ -255,12 +253,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--log-interval", type=int, default=10, help="steps between log lines")
     p.add_argument("--print-interval", type=int, default=100, help="steps between progress lines")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and Langevin noise")
-    add_calculator_arguments(p)
     return p
 
 
-def add_calculator_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``md`` and ``relax``: device, dtype, backend and Verlet skin."""
+def add_model_and_structure_arguments(parser: argparse.ArgumentParser, structure_help: str) -> None:
+    """Options shared by ``md`` and ``relax``: model, structure and frame, device, dtype, backend and
+    Verlet skin (read back by :func:`structure_with_calculator`)."""
+    parser.add_argument(
+        "--model", required=True, help="model file (equitensor.save_model) or training checkpoint"
+    )
+    parser.add_argument("--structure", required=True, help=structure_help)
+    parser.add_argument("--index", default="-1", help="frame of the structure file (default: last)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--dtype",
@@ -272,22 +275,21 @@ def add_calculator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skin", type=float, default=0.5, help="Verlet-list skin, Å (default 0.5)")
 
 
-def calculator_from_args(args: argparse.Namespace) -> EquitensorCalculator:
-    return EquitensorCalculator(
+def structure_with_calculator(args: argparse.Namespace) -> Atoms:
+    """The frame ``--index`` of ``--structure`` with the model's calculator attached."""
+    atoms = ase.io.read(args.structure, index=args.index)
+    if not isinstance(atoms, Atoms):
+        raise ValueError(
+            f"--index {args.index!r} selects {len(atoms)} frames of {args.structure}; give one frame"
+        )
+    atoms.calc = EquitensorCalculator(
         args.model, device=args.device, dtype=args.dtype, backend=args.backend, skin=args.skin
     )
-
-
-def read_structure(path: str, index: str) -> Atoms:
-    atoms = ase.io.read(path, index=index)
-    if not isinstance(atoms, Atoms):
-        raise ValueError(f"--index {index!r} selects {len(atoms)} frames of {path}; give one frame")
     return atoms
 
 
 def main(args: argparse.Namespace) -> int:
-    atoms = read_structure(args.structure, args.index)
-    atoms.calc = calculator_from_args(args)
+    atoms = structure_with_calculator(args)
     initialise_velocities(atoms, args.temperature, args.seed)
     dynamics = make_dynamics(
         atoms,

@@ -16,7 +16,7 @@ from ase import Atoms, units
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
-from equitensor.md import add_calculator_arguments, calculator_from_args, read_structure
+from equitensor.md import add_model_and_structure_arguments, structure_with_calculator
 
 OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 
@@ -65,9 +65,7 @@ def relax(
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``relax`` subcommand's arguments."""
     p = commands.add_parser("relax", help="geometry (and cell) optimisation with a trained model")
-    p.add_argument("--model", required=True, help="model file (equitensor.save_model) or training checkpoint")
-    p.add_argument("--structure", required=True, help="structure to relax, any format ASE reads")
-    p.add_argument("--index", default="-1", help="frame of the structure file (default: last)")
+    add_model_and_structure_arguments(p, "structure to relax, any format ASE reads")
     p.add_argument("--cell", action="store_true", help="relax the cell too (FrechetCellFilter)")
     p.add_argument("--pressure", type=float, default=0.0, help="target pressure with --cell, GPa")
     p.add_argument("--fmax", type=float, default=0.05, help="force convergence, eV/Å (default 0.05)")
@@ -75,13 +73,11 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="BFGS")
     p.add_argument("--output", default="relaxed.xyz", help="relaxed structure, extxyz (default relaxed.xyz)")
     p.add_argument("--trajectory", default=None, help="ASE .traj file of every optimizer step")
-    add_calculator_arguments(p)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
-    atoms = read_structure(args.structure, args.index)
-    atoms.calc = calculator_from_args(args)
+    atoms = structure_with_calculator(args)
     result = relax(
         atoms,
         fmax=args.fmax,

@@ -27,7 +27,10 @@ def run_bench(argv: list[str]) -> int:
     return bench_cli.main(["bench", *argv])
 
 
-def load_rows(path) -> tuple[dict, list[dict]]:
+def bench_json(tmp_path, argv: list[str]) -> tuple[dict, list[dict]]:
+    """Run ``equitensor bench`` with ``argv`` plus ``--json`` and its checked output: data and rows."""
+    path = tmp_path / "bench.json"
+    assert run_bench([*argv, "--json", str(path)]) == 0
     data = json.loads(path.read_text())
     assert {"meta", "cases", "rows"} <= set(data)
     for key in ("hardware", "versions", "peak_theoretical", "command", "protocol", "tolerance"):
@@ -43,14 +46,12 @@ def timed(rows: list[dict]) -> dict[tuple[str, str], dict]:
 
 
 def test_bench_tp_writes_json_csv_and_plots(tmp_path):
-    out = tmp_path / "tp.json"
-    code = run_bench(
+    data, rows = bench_json(
+        tmp_path,
         ["tp", "--op", "gaunt", "--lmax", "1-2", "--channels", "2", "--batch", "4", "--passes", "fwd,fwd+bwd"]
         + ["--no-memory", *FAST]
-        + ["--json", str(out), "--csv", str(tmp_path / "tp.csv"), "--plot", str(tmp_path / "plots" / "tp")]
+        + ["--csv", str(tmp_path / "tp.csv"), "--plot", str(tmp_path / "plots" / "tp")],
     )
-    assert code == 0
-    data, rows = load_rows(out)
     gaunt = [r for r in rows if r["operation"] == "tp:gaunt"]
     names = {r["implementation"] for r in gaunt if r["status"] == "timed"}
     assert names == {"cg", "gaunt", "grid", "e3nn"}
@@ -75,13 +76,11 @@ def test_bench_tp_full_compares_cueq_at_one_channel(tmp_path):
     """The full product: cg, e3nn and cuEquivariance; the Gaunt backends cannot express it and are
     skipped with the registry's reason."""
     pytest.importorskip("cuequivariance_torch")
-    out = tmp_path / "full.json"
-    code = run_bench(
+    _, rows = bench_json(
+        tmp_path,
         ["tp", "--op", "full", "--lmax", "2", "--channels", "1", "--batch", "4", "--passes", "fwd+bwd", *FAST]
-        + ["--no-memory", "--json", str(out)]
+        + ["--no-memory"],
     )
-    assert code == 0
-    _, rows = load_rows(out)
     assert {r["implementation"] for r in rows if r["status"] == "timed"} == {"cg", "e3nn", "cueq"}
     reasons = {r["implementation"]: r["reason"] for r in rows if r["status"] == "skipped"}
     assert set(reasons) == {"gaunt", "grid"} and all(
@@ -90,13 +89,11 @@ def test_bench_tp_full_compares_cueq_at_one_channel(tmp_path):
 
 
 def test_bench_conv_checks_so2_and_peers_with_double_backward(tmp_path):
-    out = tmp_path / "conv.json"
-    code = run_bench(
+    _, rows = bench_json(
+        tmp_path,
         ["conv", "--lmax", "2", "--channels", "2", "--edges", "12", "--nodes", "3"]
-        + ["--passes", "fwd+bwd+dbwd", "--no-memory", *FAST, "--json", str(out)]
+        + ["--passes", "fwd+bwd+dbwd", "--no-memory", *FAST],
     )
-    assert code == 0
-    _, rows = load_rows(out)
     runs = timed(rows)
     assert ("cg", "fwd+bwd+dbwd") in runs and ("so2", "fwd+bwd+dbwd") in runs
     assert ("e3nn", "fwd+bwd+dbwd") in runs
@@ -106,13 +103,11 @@ def test_bench_conv_checks_so2_and_peers_with_double_backward(tmp_path):
 
 
 def test_bench_product_writes_json(tmp_path):
-    out = tmp_path / "product.json"
-    code = run_bench(
+    data, rows = bench_json(
+        tmp_path,
         ["product", "--lmax", "1", "--channels", "2", "--batch", "5", "--correlation", "2"]
-        + ["--passes", "fwd,fwd+bwd", *FAST, "--json", str(out)]
+        + ["--passes", "fwd,fwd+bwd", *FAST],
     )
-    assert code == 0
-    data, rows = load_rows(out)
     runs = timed(rows)
     assert runs[("cg", "fwd")]["flops"] > 0
     assert runs[("cg", "fwd")]["peak_memory_bytes"] is not None
@@ -122,13 +117,11 @@ def test_bench_product_writes_json(tmp_path):
 
 
 def test_bench_model_mace_backends_and_tensornet(tmp_path):
-    out = tmp_path / "model.json"
-    code = run_bench(
+    data, rows = bench_json(
+        tmp_path,
         ["model", "--lmax", "1", "--channels", "4", "--atoms", "4", "--r-max", "3.0"]
-        + ["--passes", "fwd+bwd", "--no-memory", *FAST, "--json", str(out)]
+        + ["--passes", "fwd+bwd", "--no-memory", *FAST],
     )
-    assert code == 0
-    data, rows = load_rows(out)
     ops = {(r["operation"], r["implementation"]) for r in rows if r["status"] == "timed"}
     assert ops == {("model:mace", "cg"), ("model:mace", "so2"), ("model:tensornet", "tensornet")}
     mace = next(c for c in data["cases"] if c["operation"] == "model:mace")
@@ -136,13 +129,11 @@ def test_bench_model_mace_backends_and_tensornet(tmp_path):
 
 
 def test_bench_model_molecule(tmp_path):
-    out = tmp_path / "molecule.json"
-    code = run_bench(
+    data, _ = bench_json(
+        tmp_path,
         ["model", "--models", "tensornet", "--channels", "4", "--system", "molecule", "--molecule", "H2O"]
-        + ["--passes", "fwd", "--no-memory", *FAST, "--json", str(out)]
+        + ["--passes", "fwd", "--no-memory", *FAST],
     )
-    assert code == 0
-    data, _ = load_rows(out)
     assert data["cases"][0]["shape"]["atoms"] == 3
 
 
