@@ -16,6 +16,17 @@ def tol(dtype) -> float:
     return FLOAT_TOLERANCE[dtype]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tiny models or products: on a busy 2-core machine
+    every multi-threaded call waits for its second thread. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

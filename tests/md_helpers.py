@@ -1,9 +1,10 @@
-"""Shared pieces of the calculator/MD/relax tests: a tiny network model, a Morse pair potential
-with the model interface, and one-thread torch for tiny models."""
+"""Shared pieces of the calculator/MD/relax tests: a tiny network model and a Morse pair potential
+with the model interface."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -12,27 +13,20 @@ from equitensor.models import TensorNet
 from equitensor.models.tensornet import cosine_cutoff
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids oversubscribing shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_tensornet(scale: float = 1.0) -> TensorNet:
-    """A randomly initialised float64 TensorNet for Cu: a smooth, cheap potential (``scale``
-    multiplies its interaction energy)."""
+def tiny_tensornet(
+    scale: float = 1.0, atomic_numbers: Sequence[int] = (29,), dtype: str = "float64"
+) -> TensorNet:
+    """A randomly initialised (seed 0) TensorNet, by default float64 for Cu: a smooth, cheap
+    potential (``scale`` multiplies its interaction energy)."""
     torch.manual_seed(0)
     return TensorNet(
         hidden_channels=8,
         num_layers=1,
         num_rbf=8,
         cutoff=3.5,
-        atomic_numbers=[29],
+        atomic_numbers=list(atomic_numbers),
         scale=scale,
-        dtype="float64",
+        dtype=dtype,
     )
 
 

@@ -4,6 +4,7 @@ batched evaluation, and clear errors."""
 
 from __future__ import annotations
 
+import md_helpers
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,6 @@ from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.stress import full_3x3_to_voigt_6_stress
-from md_helpers import one_thread  # noqa: F401 (fixture)
 
 from equitensor import EdgeConvolution, save_model
 from equitensor.calculator import EquitensorCalculator, evaluate_many, model_cutoff
@@ -28,10 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_tensornet(dtype: str = "float64") -> TensorNet:
-    torch.manual_seed(0)
-    return TensorNet(
-        hidden_channels=8, num_layers=1, num_rbf=8, cutoff=3.5, atomic_numbers=ELEMENTS, dtype=dtype
-    )
+    return md_helpers.tiny_tensornet(atomic_numbers=ELEMENTS, dtype=dtype)
 
 
 def tiny_mace(backend: str = "cg") -> MACE:

@@ -24,14 +24,7 @@ ALL_DEGREES = list(itertools.product(range(11), repeat=3))
 CORNERS = [(0, 0, 0), (10, 10, 10), (10, 0, 10), (0, 10, 3), (3, 7, 10), (10, 10, 0), (1, 1, 10)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These products are tiny: on a busy 2-core machine every multi-threaded MKL/OpenMP call
-    (small bmm, FFT) waits milliseconds for its second thread, so run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny products: see conftest.one_thread
 
 
 def _unit_vectors(n: int) -> torch.Tensor:

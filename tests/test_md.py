@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.build import bulk
-from md_helpers import MorsePairs, one_thread, tiny_tensornet  # noqa: F401 (one_thread: fixture)
+from md_helpers import MorsePairs, tiny_tensornet
 
 from equitensor import save_model
 from equitensor.calculator import EquitensorCalculator

@@ -20,13 +20,7 @@ CUTOFF = 3.0
 ELEMENTS = [1, 6, 8, 14]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: intra-op threads only add synchronisation cost (large on a busy CI box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def make_model(group: str = "O(3)", dtype: str = "float64", seed: int = 0, **kwargs) -> TensorNet:
