@@ -2,11 +2,11 @@
 residual and equivariance error in the rank, opt-in, the disk cache, derivatives, compile."""
 
 import math
-import time
 
 import numpy as np
 import pytest
 import torch
+from tp_helpers import assert_compiled_inference_matches, relative_error
 
 from equitensor import EdgeConvolution, Irreps
 from equitensor.o3 import rand_matrix, wigner_3j
@@ -44,10 +44,6 @@ def pair(*args, shared: bool, backend_options, **kwargs) -> tuple[TensorProduct,
     return TensorProduct(*args, **common), TensorProduct(
         *args, backend="cp", backend_options=backend_options, **common
     )
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 # (irreps_in1, irreps_in2, irreps_out, mode, has_weight): every e3nn mode, odd and even paths
@@ -297,11 +293,4 @@ def test_report_text():
 @pytest.mark.slow  # inductor's C++ compile takes tens of seconds on a 2-core CPU
 def test_torch_compile_inference():
     conv = EdgeConvolution("2x0e+2x1o", "0e+1o+2e", backend="cp", **APPROXIMATE)
-    x, v, w, edge_index = edge_inputs(conv, 4, 10)
-    start = time.perf_counter()
-    compiled = torch.compile(conv, fullgraph=True)
-    with torch.no_grad():
-        out = compiled(x, v, w, edge_index)
-        expected = conv(x, v, w, edge_index)
-    assert relative_error(out, expected) < 1e-12
-    print(f"compile + first call: {time.perf_counter() - start:.1f} s")
+    assert_compiled_inference_matches(conv, edge_inputs(conv, 4, 10))

@@ -31,8 +31,9 @@ def test_matches_explicit_per_edge_products():
     assert conv.irreps_out == irreps_out
 
 
-def test_isolated_nodes_get_zeros_and_no_edges_work():
-    conv = EdgeConvolution("2x0e+2x1o", "0e+1o")
+@pytest.mark.parametrize("backend", ["cg", "so2"])
+def test_isolated_nodes_get_zeros_and_no_edges_work(backend):
+    conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend=backend)
     x = torch.randn(3, conv.irreps_node.dim, dtype=torch.float64)
     empty = conv(
         x,
@@ -69,18 +70,6 @@ def test_so2_backend_matches_explicit_per_edge_products():
         so2(x, vectors, w, edge_index), cg(x, vectors, w, edge_index), rtol=1e-12, atol=1e-12
     )
     assert so2.irreps_out == cg.irreps_out and so2.weight_numel == cg.weight_numel
-
-
-def test_so2_backend_isolated_nodes_and_no_edges():
-    conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="so2")
-    x = torch.randn(3, conv.irreps_node.dim, dtype=torch.float64)
-    empty = conv(
-        x,
-        torch.zeros(0, 3, dtype=torch.float64),
-        torch.zeros(0, conv.weight_numel, dtype=torch.float64),
-        torch.zeros(2, 0, dtype=torch.long),
-    )
-    assert empty.shape == (3, conv.irreps_out.dim) and empty.abs().max() == 0
 
 
 def test_so2_state_dict_interchangeable_with_cg():

@@ -1,9 +1,8 @@
 """The so2 edge-convolution backend against the cg reference, finite differences and O(3) actions."""
 
-import time
-
 import pytest
 import torch
+from tp_helpers import assert_compiled_inference_matches, relative_error
 
 from equitensor import EdgeConvolution, Irreps
 from equitensor.o3 import angles_to_matrix, rand_angles, wigner_D
@@ -41,10 +40,6 @@ def inputs(conv: EdgeConvolution, num_nodes: int, num_edges: int, dtype=torch.fl
     x = torch.randn(num_nodes, conv.irreps_node.dim, generator=g, dtype=torch.float64).to(dtype)
     w = torch.randn(num_edges, conv.weight_numel, generator=g, dtype=torch.float64).to(dtype)
     return x, vectors, w, edge_index
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def test_wigner_from_matrix_equals_wigner_D():
@@ -204,14 +199,7 @@ def test_mmax_only_with_so2_and_validated():
 def test_torch_compile_inference():
     config = ("2x0e+2x1o", "0e+1o+2e", None)
     conv = EdgeConvolution(*config, backend="so2")
-    x, v, w, edge_index = inputs(conv, 4, 10)
-    start = time.perf_counter()
-    compiled = torch.compile(conv, fullgraph=True)
-    with torch.no_grad():
-        out = compiled(x, v, w, edge_index)
-        expected = conv(x, v, w, edge_index)
-    assert relative_error(out, expected) < 1e-12
-    print(f"compile + first call: {time.perf_counter() - start:.1f} s")
+    assert_compiled_inference_matches(conv, inputs(conv, 4, 10))
 
 
 def test_capability_record():

@@ -20,6 +20,7 @@ import random
 import pytest
 import torch
 from e3nn import o3
+from tp_helpers import relative_error
 
 from equitensor import (
     ElementwiseTensorProduct,
@@ -69,19 +70,9 @@ def call_e3nn(module, *args):
         return module(*[None if a is None else a.double() for a in args])
 
 
-def rel_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |got - expected| / max |expected| (absolute error when ``expected`` is zero)."""
-    assert got.shape == expected.shape, (got.shape, expected.shape)
-    if got.numel() == 0:
-        return 0.0
-    err = (got.double() - expected.double()).abs().max().item()
-    scale = expected.double().abs().max().item()
-    return err / scale if scale > 0 else err
-
-
 def assert_close_rel(got, expected, rtol, what=""):
     __tracebackhide__ = True
-    err = rel_error(got, expected)
+    err = relative_error(got, expected)
     assert err <= rtol, f"{what}: relative error {err:.3e} > {rtol:.0e}"
     return err
 
