@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from equitensor.bench.peers import transpose_layout
+
 REF = "equitensor"
 LABELS = {"cueq": "cueq naive (mul_ir)", "cueq_ir_mul": "cueq naive (ir_mul)"}
 
@@ -282,15 +284,6 @@ def build_case_a(L: int, mul: int, edges: int, dtype, with_cueq: bool, seed: int
                 build_case_a_cueq(irreps_in1, irreps_in2, irreps_out, instructions, x1, x2, w, g, layout)
             )
     return shape, impls
-
-
-def transpose_layout(x: torch.Tensor, irreps, to_ir_mul: bool) -> torch.Tensor:
-    """Convert (z, irreps.dim) between e3nn's mul_ir layout and cuEquivariance's ir_mul layout."""
-    blocks = []
-    for (mul, ir), block in zip(irreps, x.split([mul * ir.dim for mul, ir in irreps], dim=-1)):
-        shape = (mul, ir.dim) if to_ir_mul else (ir.dim, mul)
-        blocks.append(block.reshape(-1, *shape).transpose(1, 2).reshape(-1, mul * ir.dim))
-    return torch.cat(blocks, dim=-1)
 
 
 def build_case_a_cueq(
