@@ -22,16 +22,8 @@ from equitensor.tp.backends import backend_capabilities
 from equitensor.tp.backends.auto import candidate_backends
 from equitensor.tp.spec import TensorProductSpec
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (conftest)
 MODES = pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "csr"])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids oversubscribing shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sh_of(conv: EdgeConvolution, v: torch.Tensor) -> torch.Tensor:
