@@ -28,6 +28,7 @@ from torch import nn
 
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
+from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn import Linear, NormalizedActivation, RadialEmbedding, RadialMLP, SymmetricContraction
 from equitensor.tp import EdgeConvolution, FullyConnectedTensorProduct
 
@@ -236,9 +237,7 @@ class MACE(nn.Module):
         self.num_elements = len(atomic_numbers)
         self.hidden_irreps = hidden
         self.register_buffer("atomic_numbers", torch.tensor(atomic_numbers, dtype=torch.long))
-        index = torch.full((max(atomic_numbers) + 1,), -1, dtype=torch.long)
-        index[torch.tensor(atomic_numbers)] = torch.arange(len(atomic_numbers))
-        self.register_buffer("element_index", index, persistent=False)
+        self.register_buffer("element_index", element_table(atomic_numbers), persistent=False)
         self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
         self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.float64))
@@ -302,11 +301,8 @@ class MACE(nn.Module):
 
     def element_indices(self, numbers: torch.Tensor) -> torch.Tensor:
         """Index of each atom's element in ``atomic_numbers``; ValueError naming unknown elements."""
-        table = self.element_index
-        known = (numbers >= 0) & (numbers < len(table))
-        index = torch.where(known, table[numbers.clamp(0, len(table) - 1)], -1)
-        if bool((index < 0).any()):
-            unknown = sorted(set(numbers[index < 0].tolist()))
+        index, unknown = lookup_elements(self.element_index, numbers)
+        if unknown:
             raise ValueError(
                 f"atomic numbers {unknown} are not in this model's atomic_numbers "
                 f"{self.atomic_numbers.tolist()}"

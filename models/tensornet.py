@@ -28,6 +28,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn.cartesian import (
     compose,
     decompose,
@@ -258,9 +259,7 @@ class TensorNet(nn.Module):
         }
         self.cutoff = float(cutoff)
 
-        index = torch.full((max(elements) + 1,), -1, dtype=torch.long)
-        index[torch.tensor(elements)] = torch.arange(len(elements))
-        self.register_buffer("element_index", index)
+        self.register_buffer("element_index", element_table(elements))
         # float buffers start in float64 so a float64 model keeps them exact; .to(dtype) below casts
         e0 = [0.0] * len(elements) if atomic_energies is None else atomic_energies
         self.register_buffer("atomic_energies", torch.tensor(e0, dtype=torch.float64))
@@ -309,15 +308,12 @@ class TensorNet(nn.Module):
 
     def species(self, numbers: torch.Tensor) -> torch.Tensor:
         """Atomic numbers (N,) -> element indices; a ValueError names any element the model lacks."""
-        table = self.element_index
-        inside = (numbers >= 0) & (numbers < len(table))
-        index = torch.where(inside, table[numbers.clamp(0, len(table) - 1)], -1)
-        if bool((index < 0).any()):
-            unknown = sorted(set(numbers[index < 0].tolist()))
+        index, unknown = lookup_elements(self.element_index, numbers)
+        if unknown:
             names = ", ".join(
                 f"{z} ({chemical_symbols[z]})" if 0 < z < len(chemical_symbols) else str(z) for z in unknown
             )
-            known = self._init_kwargs["atomic_numbers"] or f"1..{len(table) - 1}"
+            known = self._init_kwargs["atomic_numbers"] or f"1..{len(self.element_index) - 1}"
             raise ValueError(f"TensorNet has no element for atomic number {names}; it knows {known}")
         return index
 
