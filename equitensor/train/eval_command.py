@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table([summary], title=f"errors of {args.model} on {args.data}"))
     else:
         print(f"{args.data} has no reference energies, forces or stresses: predictions only")
+    _note_isolated_atoms(structures, model)
     if args.metrics_json:
         write_json(Path(args.metrics_json), summary)
     if args.output:
@@ -83,6 +84,17 @@ def run(args: argparse.Namespace) -> int:
             + ")"
         )
     return 0
+
+
+def _note_isolated_atoms(structures, model) -> None:
+    """Isolated atoms get E0 + shift from a model with a shift (ScaleShift models): say so."""
+    shift = float(model.config.get("shift", 0.0))
+    isolated = sum(1 for s in structures if s.num_atoms == 1)
+    if isolated and shift != 0:
+        print(
+            f"note: {isolated} one-atom frame(s) in the data; this model has shift = {shift:.4f} eV/atom "
+            "(a MACE model trained with shift: zero keeps isolated atoms at exactly their E0)"
+        )
 
 
 def write_predictions(args, structures, energies, forces, stresses) -> None:
