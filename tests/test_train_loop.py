@@ -160,3 +160,22 @@ def test_cosine_schedule_with_warmup():
     assert schedule(2) == pytest.approx(1.0)
     assert schedule(7) == pytest.approx(0.1 + 0.9 * 0.5)
     assert schedule(12) == pytest.approx(0.1) and schedule(20) == pytest.approx(0.1)
+
+
+def test_statistics_from_the_training_split(tmp_path, data_file):
+    import numpy as np
+    from ase.neighborlist import neighbor_list
+
+    from equitensor.train.data import prepare_data
+
+    config = config_from_dict(tiny_config(tmp_path, data_file, shift="mean"))
+    data = prepare_data(config, torch.float64)
+    e0s = {29: emt_frames(0)[0].get_potential_energy(), 28: emt_frames(0)[1].get_potential_energy()}
+    assert data.e0s == pytest.approx(e0s)
+    per_atom = [(s.energy - sum(e0s[int(z)] for z in s.numbers)) / s.num_atoms for s in data.train]
+    assert data.shift == pytest.approx(np.mean(per_atom), rel=1e-12)
+    forces = np.concatenate([s.forces for s in data.train])
+    assert data.scale == pytest.approx(np.sqrt(np.mean(forces**2)), rel=1e-12)
+    edges = sum(len(neighbor_list("i", s.to_atoms(), 3.0)) for s in data.train)
+    assert data.avg_num_neighbors == pytest.approx(edges / sum(s.num_atoms for s in data.train), rel=1e-12)
+    assert len(data.train) + len(data.valid) == 8 and len(data.valid) == 2

@@ -26,7 +26,7 @@ CHOICES = {
     "model": ("mace", "tensornet"),
     "dtype": ("float32", "float64"),
     "scaling": ("rms_forces", "none"),
-    "shift": ("mean", "zero"),
+    "shift": ("zero", "mean"),
     "loss": ("mse", "huber"),
     "optimizer": ("adam", "adamw"),
     "scheduler": ("plateau", "cosine", "none"),
@@ -45,7 +45,8 @@ class TrainConfig:
     Data: ``train_file`` (default: the shipped CuNi EMT set), ``valid_file`` or
     ``valid_fraction``, ``test_file``, label keys, ``e0s`` (auto | isolated | least_squares | a
     {Z or symbol: eV} dict), ``scaling`` (rms_forces: scale = RMS force component, MACE's default),
-    ``shift`` (mean: the mean per-atom energy above the E0s, as ScaleShiftMACE; zero).
+    ``shift`` (zero, MACE's default: a MACE model then gives isolated atoms exactly their E0; or
+    mean: the mean training energy per atom above the E0s, as ScaleShiftMACE with a shift).
     Loss: ``loss`` (mse | huber), ``huber_delta``, ``{energy,forces,stress}_weight`` (energy per atom).
     Optimisation: ``epochs``, ``batch_size``, ``max_atoms_per_batch``, ``optimizer`` (adam | adamw,
     ``amsgrad``), ``lr``, ``weight_decay``, ``scheduler`` (plateau | cosine | none), ``lr_factor``,
@@ -71,7 +72,7 @@ class TrainConfig:
     virials_key: str | None = None
     e0s: Any = "auto"
     scaling: str = "rms_forces"
-    shift: str = "mean"
+    shift: str = "zero"
 
     loss: str = "mse"
     huber_delta: float = 0.01
