@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/run_bench_cpu.sh            # full sizes -> benchmarks/results/bench/
 #   QUICK=1 bash benchmarks/run_bench_cpu.sh    # tiny sizes, a smoke test -> a temporary folder
+#   MEDIUM=1 bash benchmarks/run_bench_cpu.sh   # reduced sizes (~20 min on 2 cores) -> results/bench/
 #
 # Environment: OUT (output folder), THREADS (torch threads; default all usable cores).
 # Every command checks each implementation against the cg reference before timing it and exits
@@ -19,6 +20,14 @@ if [[ "${QUICK:-0}" == "1" ]]; then
     CONV_L=1-2; CONV_C=4; EDGES=64
     PRODUCT_L=1-2; PRODUCT_C=4; NODES=16
     MODEL_L=1-2; MODEL_C=8; ATOMS=8
+elif [[ "${MEDIUM:-0}" == "1" ]]; then
+    OUT=${OUT:-benchmarks/results/bench}
+    # what the committed results were made with: fewer channels/edges than the full profile
+    TIMING=(--reps 5 --warmup 1 --min-rep-s 0.05 --max-seconds 20)
+    TP_L=1-6; TP_C_MANY=16; TP_BATCH=1000
+    CONV_L=1-3; CONV_C=32; EDGES=5000
+    PRODUCT_L=1-3; PRODUCT_C=32; NODES=500
+    MODEL_L=1-2; MODEL_C=32; ATOMS=108
 else
     OUT=${OUT:-benchmarks/results/bench}
     TIMING=(--reps 10 --warmup 2 --min-rep-s 0.05 --max-seconds 60)
