@@ -29,7 +29,14 @@ from torch import nn
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
 from equitensor.models.elements import element_table, lookup_elements
-from equitensor.nn import Linear, NormalizedActivation, RadialEmbedding, RadialMLP, SymmetricContraction
+from equitensor.nn import (
+    GauntProductBasis,
+    Linear,
+    NormalizedActivation,
+    RadialEmbedding,
+    RadialMLP,
+    SymmetricContraction,
+)
 from equitensor.tp import EdgeConvolution, FullyConnectedTensorProduct
 
 
@@ -84,16 +91,28 @@ class InteractionBlock(nn.Module):
         return message, skip
 
 
+# product_backend names of the Gaunt product basis (powers of the message's spherical signal, see
+# GauntProductBasis) -> the Gaunt-product backend computing them; other names are the symmetric
+# contraction's backends ("cg").
+GAUNT_PRODUCT_BACKENDS = {"gaunt": "gaunt", "grid": "grid", "cg-gaunt": "cg"}
+
+
 class ProductBlock(nn.Module):
-    """``h = Linear(SymmetricContraction(A, z)) (+ skip)``: MACE's EquivariantProductBasisBlock."""
+    """``h = Linear(SymmetricContraction(A, z)) (+ skip)``: MACE's EquivariantProductBasisBlock;
+    with a ``GAUNT_PRODUCT_BACKENDS`` backend the contraction is a :class:`GauntProductBasis`."""
 
     def __init__(
         self, irreps_message: Irreps, irreps_out: Irreps, correlation: int, num_elements: int, backend: str
     ) -> None:
         super().__init__()
-        self.contraction = SymmetricContraction(
-            irreps_message, irreps_out, correlation, num_elements, backend=backend
-        )
+        if backend in GAUNT_PRODUCT_BACKENDS:
+            self.contraction = GauntProductBasis(
+                irreps_message, irreps_out, correlation, num_elements, backend=GAUNT_PRODUCT_BACKENDS[backend]
+            )
+        else:
+            self.contraction = SymmetricContraction(
+                irreps_message, irreps_out, correlation, num_elements, backend=backend
+            )
         self.linear = Linear(irreps_out, irreps_out)
 
     def forward(
@@ -162,7 +181,11 @@ class MACE(nn.Module):
     (128/1) or ``hidden_irreps``, ``num_interactions`` 2, ``correlation`` 3 (or one per layer),
     ``radial_MLP`` [64, 64, 64], ``MLP_irreps`` 16x0e, ``avg_num_neighbors``, ``atomic_energies``
     (E0s: list aligned with ``atomic_numbers`` or {Z: E0}), ``scale``, ``shift``. ``backend``
-    selects the edge-convolution backend, ``product_backend`` the symmetric contraction's.
+    selects the edge-convolution backend, ``product_backend`` the product basis: "cg" MACE's
+    symmetric contraction; "gaunt", "grid" or "cg-gaunt" the Gaunt product basis (body order as
+    powers of the message's spherical signal, weights per element, channel and degree; the Gaunt
+    MACE port) computed by the 2D-FFT, S2-grid or CG backend. The Gaunt basis needs messages and
+    hidden irreps of spherical-signal type (``Cx0e + Cx1o + ...``, so no ``0o`` in hidden_irreps).
 
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
     rebuilds the model. E0s, scale and shift are float64 buffers whatever the model's dtype.
@@ -199,6 +222,11 @@ class MACE(nn.Module):
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
         if avg_num_neighbors <= 0:
             raise ValueError(f"avg_num_neighbors must be > 0, got {avg_num_neighbors}")
+        product_backends = (*SymmetricContraction.backends, *GAUNT_PRODUCT_BACKENDS)
+        if product_backend not in product_backends:
+            raise ValueError(
+                f"product_backend {product_backend!r} is not available; choose one of {product_backends}"
+            )
         hidden = resolve_hidden_irreps(num_channels, max_L, hidden_irreps)
         correlations = (
             [int(correlation)] * num_interactions

@@ -244,8 +244,8 @@ def test_unknown_element_and_wrong_dtype_raise(model64):
 
 
 def test_constructor_errors():
-    with pytest.raises(ValueError, match="backend 'gaunt' is not available"):
-        tiny_mace(product_backend="gaunt")
+    with pytest.raises(ValueError, match="product_backend 'nope' is not available"):
+        tiny_mace(product_backend="nope")
     with pytest.raises(ValueError, match="backend 'nope' is not available"):
         tiny_mace(backend="nope")
     with pytest.raises(ValueError, match="correlation must be between 1 and 3"):
