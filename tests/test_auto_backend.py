@@ -1,9 +1,9 @@
 """backend="auto": exact candidates only, equal to cg, measured once and cached, said openly.
 
-Also: which edge convolutions the Gaunt backends (gaunt, grid) can compute. None: they refuse
-every edge-convolution spec with a named reason per path. The test at the end shows the exact
-subset that a Gaunt product could express in principle (per-edge weights per output degree) and
-checks that claim numerically; no backend implements it, so it is absent.
+Also: which edge convolutions the Gaunt backends (gaunt, grid) can compute: exactly the subset
+that a Gaunt product expresses (per-edge weights per output degree), stated independently below
+and checked numerically; every other spec is refused with a named reason per path (values and
+derivatives on that subset: tests/test_edge_convolution_gaunt.py).
 """
 
 from __future__ import annotations
@@ -319,6 +319,10 @@ EDGE_SPECS = [
     ("4x0e+4x1o", "0e+1o+2e", None, False),  # two paths into 1o (and odd paths)
     ("4x1o", "1o", None, False),  # the odd path 1o x 1o -> 1e
     ("2x0e+2x1o+2x2e", "0e+1o+2e+3o", "0e+1o+2e+3o", False),
+    ("3x2e", "2e", "0e+2e+4e", True),
+    ("3x2e", "2e", "0e+4e", True),  # the coupling 2 x 2 -> 2 lands in no output degree
+    ("2x0e+2x2e", "2e", "2e", False),  # two paths into 2e
+    ("3x1e", "0e+1o", "0o+1e", True),  # parities do not matter, degrees do
 ]
 
 
@@ -349,18 +353,28 @@ def gaunt_expressible_in_principle(conv: EdgeConvolution) -> bool:
 
 @pytest.mark.parametrize("node, sh, target, in_principle", EDGE_SPECS)
 @pytest.mark.parametrize("backend", ["gaunt", "grid"])
-def test_gaunt_backends_refuse_every_edge_convolution_with_reasons(node, sh, target, in_principle, backend):
+def test_gaunt_backends_compute_exactly_the_in_principle_edge_convolutions(
+    node, sh, target, in_principle, backend
+):
+    """The backends' predicate agrees with the criterion above; what they refuse names every
+    path with its reasons (why it is not a Gaunt product, and why not the edge form)."""
     conv = EdgeConvolution(node, sh, target)
     assert gaunt_expressible_in_principle(conv) == in_principle
-    with pytest.raises(ValueError, match="is not available"):
-        EdgeConvolution(node, sh, target, backend=backend)
     report = expressivity(conv)
     fit = report[backend]
+    if in_principle:
+        assert fit.status == "exact" and backend in report.exact and fit.limitations == ()
+        assert EdgeConvolution(node, sh, target, backend=backend).backend == backend
+        return
+    with pytest.raises(ValueError, match=f"(?s)backend '{backend}' cannot compute.*path 0 "):
+        EdgeConvolution(node, sh, target, backend=backend)
     assert fit.status == "no" and backend not in report.exact
-    assert "does not compute edge_convolution" in str(fit.limitations[0])
     n = len(conv.spec.instructions)
     assert fit.paths_not_expressible == tuple(range(n))  # every path is named, with its reasons
-    for lim in fit.limitations[1:]:
+    for lim in fit.limitations:
+        if lim.instruction is None:  # spec-wide: why the edge form does not apply
+            assert lim.reason.startswith("As an edge convolution")
+            continue
         ins = conv.spec.instructions[lim.instruction]
         assert f"path {lim.instruction} (" in lim.reason
         assert "per-path weights cannot be expressed" in lim.reason
@@ -374,7 +388,7 @@ def test_gaunt_backends_refuse_every_edge_convolution_with_reasons(node, sh, tar
 def test_the_in_principle_subset_is_a_gaunt_product_with_per_degree_edge_weights(node, sh, target):
     """Evidence for the criterion above: on that subset the cg edge messages equal a GauntProduct
     (node signal x SH broadcast over channels) times one weight per edge, channel and output
-    degree. No backend implements this (gaunt/grid refuse, see above), so it is absent."""
+    degree, which is what the gaunt/grid edge convolutions compute."""
     conv = EdgeConvolution(node, sh, target, backend="cg")
     channels = conv.irreps_node[0].mul
     paths = [_degrees(conv, ins) for ins in conv.spec.instructions]

@@ -13,6 +13,10 @@ exact rank, ``allow_approximate=True``; other keyword options go to the backend'
 ``auto`` measures the exact ones once and keeps the fastest (see ``EdgeConvolution``).
 ``cuda`` fuses gather, product and sum in one generated CUDA kernel (``equitensor.kernels``;
 CUDA tensors only, needs CuPy); option ``deterministic=True`` sums without atomics.
+``gaunt`` (2D FFT) and ``grid`` (S2 quadrature) compute the product pointwise on the sphere, exactly
+and with the same weights, but only for specs in the edge form of
+:mod:`equitensor.tp.backends.gaunt_edge` (every path even, one path per output degree, every even
+coupling of the used degrees a path: e.g. ``Cx0e x SH``); other specs are refused, path by path.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class EdgeConvolution(nn.Module):
     dtype); then ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
     """
 
-    backends = ("cg", "so2", "cp", "cuda")
+    backends = ("cg", "so2", "cp", "cuda", "gaunt", "grid")
 
     def __init__(
         self,

@@ -26,12 +26,13 @@ from torch import nn
 
 from equitensor.o3.sh_fourier import sh_phi_fourier, sh_phi_projection, sh_theta_fourier, sh_theta_projection
 from equitensor.tp.backends.capabilities import BackendCapabilities, register_backend
-from equitensor.tp.backends.spherical_signal import (
-    CastCache,
-    SignalProductExecutor,
-    gaunt_limitations,
-    plan_signals,
+from equitensor.tp.backends.gaunt_edge import (
+    SIGNAL_PATHS,
+    SIGNAL_WEIGHTS,
+    build_signal_executor,
+    signal_backend_limitations,
 )
+from equitensor.tp.backends.spherical_signal import CastCache
 from equitensor.tp.spec import TensorProductSpec
 
 
@@ -79,7 +80,8 @@ def _complex_product(table: torch.Tensor) -> torch.Tensor:
 
 
 class FourierGauntKernel(nn.Module):
-    """``z = sum G s1 s2`` for signals ``(z, C, (L+1)^2)`` (orthonormal harmonics), by FFT."""
+    """``z = sum G s1 s2`` for signals ``(z, C, (L+1)^2)`` (orthonormal harmonics), by FFT.
+    ``s2`` may have one channel, shared by all (edge convolutions)."""
 
     def __init__(self, lmax1: int, lmax2: int, lmax_out: int) -> None:
         super().__init__()
@@ -130,8 +132,12 @@ class FourierGauntKernel(nn.Module):
         f1 = self._coefficients(s1, t["index1"], t["theta1"], t["phi1"], self.lmax1)
         f2 = self._coefficients(s2, t["index2"], t["theta2"], t["phi2"], self.lmax2)
         n = (self.fft_size, self.fft_size)
-        samples = torch.fft.irfft2(torch.stack([f1, f2]), s=n, norm="forward")  # values on the torus
-        product = torch.fft.rfft2(samples[0] * samples[1], norm="forward")[..., : self.lmax_kept + 1]
+        if f1.shape == f2.shape:  # values on the torus, both signals in one call
+            samples1, samples2 = torch.fft.irfft2(torch.stack([f1, f2]), s=n, norm="forward")
+        else:  # a one-channel s2, broadcast over the channels
+            samples1 = torch.fft.irfft2(f1, s=n, norm="forward")
+            samples2 = torch.fft.irfft2(f2, s=n, norm="forward")
+        product = torch.fft.rfft2(samples1 * samples2, norm="forward")[..., : self.lmax_kept + 1]
         h = torch.einsum("zcrvj,mvjk->zcmrk", torch.view_as_real(product), t["phi_out"])
         z = torch.einsum("zcmrk,lmrk->zclm", h, t["theta_out"]).flatten(-2)
         return _pad_last(z)[..., t["index_out"]]
@@ -141,25 +147,25 @@ class FourierGauntKernel(nn.Module):
 
 
 def build_gaunt(spec: TensorProductSpec, **options) -> nn.Module:
-    """Executor of a Gaunt spec on the ``gaunt`` backend (takes no options)."""
+    """Executor of a Gaunt spec or an edge-form edge convolution (see
+    :mod:`~equitensor.tp.backends.gaunt_edge`) on the ``gaunt`` backend (takes no options)."""
     if options:
         raise ValueError(f"the 'gaunt' backend takes no options, got {sorted(options)}")
-    plan = plan_signals(spec)
-    return SignalProductExecutor(spec, FourierGauntKernel(plan.lmax1, plan.lmax2, plan.lmax_out), plan)
+    return build_signal_executor(spec, FourierGauntKernel)
 
 
 CAPABILITIES = BackendCapabilities(
     name="gaunt",
     summary="Gaunt product by 2D Fourier series and FFT convolution (closed-form float64 tables)",
-    operations=("tensor_product", "gaunt_product"),
-    paths="l1+l2+l3 even only; channel-wise (uuu); one block per degree",
-    weights="per degree and channel on inputs and output (rank one per path); no per-path weights",
+    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    paths=SIGNAL_PATHS,
+    weights=SIGNAL_WEIGHTS,
     exact=True,
     error="float round-off",
     max_derivative_order=None,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    limitations=gaunt_limitations,
+    limitations=signal_backend_limitations,
     build=build_gaunt,
 )
 

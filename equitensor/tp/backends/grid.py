@@ -27,12 +27,13 @@ from torch import nn
 
 from equitensor.o3 import spherical_harmonics
 from equitensor.tp.backends.capabilities import BackendCapabilities, register_backend
-from equitensor.tp.backends.spherical_signal import (
-    CastCache,
-    SignalProductExecutor,
-    gaunt_limitations,
-    plan_signals,
+from equitensor.tp.backends.gaunt_edge import (
+    SIGNAL_PATHS,
+    SIGNAL_WEIGHTS,
+    build_signal_executor,
+    signal_backend_limitations,
 )
+from equitensor.tp.backends.spherical_signal import CastCache
 from equitensor.tp.spec import TensorProductSpec
 
 
@@ -64,7 +65,8 @@ def _harmonics(lmax: int, points: torch.Tensor) -> torch.Tensor:
 
 
 class GridGauntKernel(nn.Module):
-    """``z = sum G s1 s2`` for signals ``(z, C, (L+1)^2)`` (orthonormal harmonics), on an S2 grid."""
+    """``z = sum G s1 s2`` for signals ``(z, C, (L+1)^2)`` (orthonormal harmonics), on an S2 grid.
+    ``s2`` may have one channel, shared by all (edge convolutions)."""
 
     def __init__(
         self,
@@ -131,25 +133,28 @@ class GridGauntKernel(nn.Module):
 def build_grid(
     spec: TensorProductSpec, *, resolution: tuple[int, int] | None = None, allow_approximate: bool = False
 ) -> nn.Module:
-    """Executor of a Gaunt spec on the ``grid`` backend; see :class:`GridGauntKernel` for options."""
-    plan = plan_signals(spec)
-    kernel = GridGauntKernel(plan.lmax1, plan.lmax2, plan.lmax_out, resolution, allow_approximate)
-    return SignalProductExecutor(spec, kernel, plan)
+    """Executor of a Gaunt spec or an edge-form edge convolution (see
+    :mod:`~equitensor.tp.backends.gaunt_edge`) on the ``grid`` backend; see
+    :class:`GridGauntKernel` for options."""
+    return build_signal_executor(
+        spec,
+        lambda lmax1, lmax2, lmax_out: GridGauntKernel(lmax1, lmax2, lmax_out, resolution, allow_approximate),
+    )
 
 
 CAPABILITIES = BackendCapabilities(
     name="grid",
     summary="Gaunt product by Gauss-Legendre x uniform S2 quadrature, resolution derived from the degrees",
-    operations=("tensor_product", "gaunt_product"),
-    paths="l1+l2+l3 even only; channel-wise (uuu); one block per degree",
-    weights="per degree and channel on inputs and output (rank one per path); no per-path weights",
+    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    paths=SIGNAL_PATHS,
+    weights=SIGNAL_WEIGHTS,
     exact=True,
     error="float round-off at the derived resolution; a coarser grid is an opt-in approximation "
     "(error reported)",
     max_derivative_order=None,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    limitations=gaunt_limitations,
+    limitations=signal_backend_limitations,
     build=build_grid,
 )
 
