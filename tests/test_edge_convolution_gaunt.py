@@ -85,8 +85,9 @@ def test_first_and_second_derivatives_equal_cg(node, sh, target, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_equivariant_under_rotations_and_reflections(backend):
-    conv = EdgeConvolution("3x0e", "0e+1o+2e+3o", backend=backend)
+@pytest.mark.parametrize("node, sh, target", VALID)
+def test_equivariant_under_rotations_and_reflections(node, sh, target, backend):
+    conv = EdgeConvolution(node, sh, target, backend=backend)
     x, vectors, w, edge_index = inputs(conv, nodes=5, edges=12, seed=1)
     assert_equivariant(
         lambda x, v: conv(x, v, w, edge_index),

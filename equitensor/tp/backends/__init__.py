@@ -2,7 +2,8 @@
 executable module and publishes a capability record (see :mod:`.capabilities`).
 
 ``cg`` is the exact reference for every path; ``gaunt`` (2D Fourier/FFT) and ``grid`` (S2
-quadrature) compute Gaunt products (even paths, weights per degree). ``list_backends()`` and
+quadrature) compute Gaunt products (even paths, weights per degree) and the edge convolutions
+that are Gaunt products (:mod:`.gaunt_edge`). ``list_backends()`` and
 ``backends_table()`` show what each can do; ``make_executor`` refuses what a backend cannot
 compute exactly. A new backend registers its record when its module is imported below.
 """
