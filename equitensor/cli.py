@@ -43,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_reporting_errors(command, args: argparse.Namespace) -> int:
-    """Run a command; bad input (config, data, files) prints ``error: ...`` and returns 2.
+    """Run a command; bad input (config, data, files, a missing extra) prints ``error: ...`` and returns 2.
 
     Set EQUITENSOR_TRACEBACK=1 to see the traceback instead.
     """
     try:
         return command(args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         if os.environ.get("EQUITENSOR_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)

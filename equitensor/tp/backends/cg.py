@@ -162,14 +162,16 @@ def _path_from_x2_contraction(ins: Instruction, x1: torch.Tensor, m: torch.Tenso
     (x2 already contracted with the CG tensor), ``w`` the path's weights, shared or per sample.
     Returns (z, mul_out, k).
 
-    Weights are folded into the small operand before the batched matrix product wherever the
-    mode allows it, so the large per-path output is written once and never rescaled.
+    Weights are folded into the smaller operand: into ``x1`` before the batched matrix product,
+    or, for 'uvu' with one ``x2`` channel and an output smaller than ``x1``, onto the output.
     """
     mode, s = ins.connection_mode, _weight_subscript(ins, w)
     z, mul2, dim1, dim_out = m.shape
     if mode == "uvu":
         if w is None:
             return torch.bmm(x1, m.sum(1))
+        if mul2 == 1 and dim_out < dim1:  # scaling the smaller output is cheaper than folding
+            return torch.bmm(x1, m[:, 0]) * w[..., 0].unsqueeze(-1)
         a = torch.einsum(f"zui,{s}uv->zuvi", x1, w).reshape(z, x1.shape[1], mul2 * dim1)
         return torch.bmm(a, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uvv":
