@@ -23,7 +23,7 @@ from torch import nn
 
 from equitensor.datasets.graphs import graph_from_pairs
 from equitensor.graph import batch_graphs
-from equitensor.serialization import load_model
+from equitensor.serialization import load_model, parameter_dtype
 from equitensor.verlet_list import VerletList, canonical_pairs
 
 __all__ = ["EquitensorCalculator", "evaluate_many", "model_cutoff", "prepare_model"]
@@ -37,10 +37,6 @@ def model_cutoff(model: nn.Module) -> float:
     if cutoff is None:
         raise TypeError(f"{type(model).__name__} has no `r_max`; cannot build its graph")
     return float(cutoff)
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    return next(p.dtype for p in model.parameters() if p.is_floating_point())
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -93,7 +89,7 @@ def switch_backend(model: nn.Module, backend: str | Mapping[str, str]) -> nn.Mod
             f"its backend settings are {supported}"
         )
     rebuilt = type(model)(**{**config, **settings})
-    rebuilt.to(device=model_device(model), dtype=model_dtype(model))
+    rebuilt.to(device=model_device(model), dtype=parameter_dtype(model))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     return rebuilt
 
@@ -166,7 +162,7 @@ class EquitensorCalculator(Calculator):
         super().__init__(**kwargs)
         self.model = prepare_model(model, device, dtype, backend)
         self.device = torch.device(device)
-        self.dtype = model_dtype(self.model)
+        self.dtype = parameter_dtype(self.model)
         self.cutoff = model_cutoff(self.model)
         self.neighbours = VerletList(self.cutoff, skin)
         self._known_elements = known_elements(self.model)
@@ -220,7 +216,7 @@ def evaluate_many(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(model, (str, os.PathLike)) or device is not None or dtype is not None:
         model = prepare_model(model, "cpu" if device is None else device, dtype)
-    dtype, device, cutoff = model_dtype(model), model_device(model), model_cutoff(model)
+    dtype, device, cutoff = parameter_dtype(model), model_device(model), model_cutoff(model)
     known = known_elements(model)
     results = []
     for start in range(0, len(structures), batch_size):

@@ -11,9 +11,9 @@ import torch
 import yaml
 from train_helpers import emt_frames, tiny_config, write_frames
 
+from equitensor import load_model
 from equitensor.cli import main
 from equitensor.datasets import GraphDataset, collate_graphs, read_structures
-from equitensor.train import load_trained_model
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_train_then_eval_writes_predictions_and_same_metrics(tmp_path, data_file
     frames = ase.io.read(output, ":")
     structures = read_structures(data_file)
     assert len(frames) == len(structures)
-    model = load_trained_model(model_path)
+    model = load_model(model_path)
     batch = collate_graphs(list(GraphDataset(structures, 3.0, torch.float64)))
     reference = model(batch.graph, compute_stress=True)
     energies = np.array([atoms.info["equitensor_energy"] for atoms in frames])

@@ -8,7 +8,7 @@ from train_helpers import emt_frames, tiny_config, write_frames
 
 from equitensor import load_model
 from equitensor.datasets import DatasetError, GraphDataset, collate_graphs, read_structures
-from equitensor.train import load_trained_model, run_training
+from equitensor.train import run_training
 from equitensor.train.config import ConfigError, config_from_dict
 
 
@@ -53,7 +53,7 @@ def test_run_writes_logs_checkpoints_and_a_loadable_model(tmp_path, data_file):
     model = load_model(result.model_path).double()
     best = load_model(run / "checkpoints/best.pt").double()
     reference = model(batch.graph)
-    for other in (best, load_trained_model(run / "checkpoints/best.pt")):
+    for other in (best, load_model(run / "checkpoints/best.pt")):
         out = other(batch.graph)
         torch.testing.assert_close(out["energy"], reference["energy"])
         torch.testing.assert_close(out["forces"], reference["forces"])

@@ -4,7 +4,6 @@ checkpoints, the (optionally distributed) training loop, and the ``train``/``eva
 from equitensor.train.config import ConfigError, TrainConfig, load_config
 from equitensor.train.losses import WeightedLoss
 from equitensor.train.metrics import ErrorAccumulator
-from equitensor.train.model_factory import load_trained_model
 from equitensor.train.trainer import TrainResult, run_training
 
 __all__ = [
@@ -14,6 +13,5 @@ __all__ = [
     "TrainResult",
     "WeightedLoss",
     "load_config",
-    "load_trained_model",
     "run_training",
 ]

@@ -11,12 +11,12 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equitensor.datasets import GraphDataset, read_structures
+from equitensor.serialization import load_model, parameter_dtype
 from equitensor.train.data import check_elements
 from equitensor.train.distributed import resolve_device
 from equitensor.train.evaluation import predict_batches
 from equitensor.train.logs import write_json
 from equitensor.train.metrics import ErrorAccumulator, format_table
-from equitensor.train.model_factory import load_trained_model, model_cutoff, model_dtype
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
-    model = load_trained_model(args.model, device)
+    model = load_model(args.model).to(device)
     structures = read_structures(
         args.data,
         energy_key=args.energy_key,
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     known = model.config.get("atomic_numbers")
     if known is not None:
         check_elements(structures, list(known), "evaluation")
-    dataset = GraphDataset(structures, model_cutoff(model), model_dtype(model))
+    dataset = GraphDataset(structures, model.r_max, parameter_dtype(model))
     compute_stress = any(s.pbc.all() for s in structures)
     accumulator = ErrorAccumulator()
     energies, forces, stresses = [], [], []

@@ -4,13 +4,11 @@ models back in their training dtype."""
 from __future__ import annotations
 
 import inspect
-import os
 
 import torch
 from torch import nn
 
 import equitensor.models
-from equitensor.serialization import model_from_record
 from equitensor.train.config import ConfigError, TrainConfig
 
 MODEL_CLASSES = {"mace": "MACE", "tensornet": "TensorNet"}
@@ -71,42 +69,3 @@ def build_model(
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model_kwargs: {cls.__name__} rejected the arguments: {error}") from error
     return model.to(DTYPES[config.dtype])
-
-
-def model_cutoff(model: nn.Module) -> float:
-    """The radius the model's graphs must be built with."""
-    config = model.config
-    for key in ("r_max", "cutoff"):
-        if key in config:
-            return float(config[key])
-    raise ValueError(f"{type(model).__name__} config has neither r_max nor cutoff")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    return next(p for p in model.parameters() if p.is_floating_point()).dtype
-
-
-def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """A model file (save_model) or training checkpoint, in the dtype it was trained in.
-
-    Checkpoints written by the trainer record the dtype; the weights are loaded again after the
-    cast so float64 values are kept exactly.
-    """
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{path}: no such model or checkpoint file") from error
-    except Exception as error:
-        raise ValueError(f"cannot read {path} as an equitensor model or checkpoint: {error}") from error
-    dtype_name = None
-    if isinstance(record, dict) and "model_record" in record:
-        dtype_name = record.get("dtype")
-        record = record["model_record"]
-    model = model_from_record(record, str(path))
-    if dtype_name is None:
-        floating = [v.dtype for k, v in record["state_dict"].items() if v.is_floating_point()]
-        dtype_name = "float64" if floating and all(d == torch.float64 for d in floating) else None
-    if dtype_name is not None:
-        model = model.to(DTYPES[dtype_name])
-        model.load_state_dict(record["state_dict"])
-    return model.to(device)
