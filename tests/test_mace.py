@@ -496,3 +496,16 @@ def test_cuda_matches_cpu(model64):
     out = model(graph.to("cuda"), compute_stress=True)
     for key in cpu:
         torch.testing.assert_close(out[key].cpu(), cpu[key], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", ["so2", "auto"])
+def test_exact_edge_convolution_backends_give_cg_energies_forces_and_stress(
+    model64, backend, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("EQUITENSOR_CACHE", str(tmp_path))  # auto's measurements stay in the test
+    other = tiny_mace(backend=backend).double()
+    other.load_state_dict(model64.state_dict())
+    for graph in (methanol(), periodic_cell()):
+        expected, got = model64(graph, compute_stress=True), other(graph, compute_stress=True)
+        for key in ("energy", "forces", "stress"):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-10, atol=1e-12)
