@@ -13,6 +13,7 @@ from ase.build import molecule
 from equitensor import load_model, rand_matrix, save_model
 from equitensor.datasets.graphs import graph_from_atoms
 from equitensor.graph import AtomicGraph, batch_graphs
+from equitensor.interop.mace_torch import load_mace_torch_weights
 from equitensor.models import MACE
 
 R_MAX = 3.0
@@ -376,46 +377,6 @@ def test_numpy_free_energy_sum(model64):
     assert out["energy"].item() == pytest.approx(float(np.sum(out["node_energy"].numpy())), rel=1e-14)
 
 
-def copy_weights_from_mace(ours: MACE, theirs) -> None:
-    """Load an ACEsuit/mace ScaleShiftMACE's weights into ours (same architecture)."""
-    from equitensor.tp import edge_product_irreps
-
-    def cp(dst, src):
-        if dst.dim() == 3 and dst.shape[1] == 0:  # no coupling path: mace keeps one frozen zero
-            assert torch.all(src == 0)
-            return
-        assert dst.shape == src.shape, (dst.shape, src.shape)
-        dst.data.copy_(src.data)
-
-    cp(ours.node_embedding.weight, theirs.node_embedding.linear.weight)
-    for a, b, p, q, r, s in zip(
-        ours.interactions, theirs.interactions, ours.products, theirs.products, ours.readouts, theirs.readouts
-    ):
-        cp(a.linear_up.weight, b.linear_up.weight)
-        layers = len(a.radial_mlp.weights)
-        for k in range(layers - 1):
-            cp(a.radial_mlp.weights[k], getattr(b.conv_tp_weights, f"layer{k}").weight)
-        # mace orders the convolution's instructions by output block, we keep enumeration order
-        _, instructions = edge_product_irreps(a.conv.irreps_node, a.conv.irreps_sh, a.linear.irreps_out)
-        by_output = sorted(range(len(instructions)), key=lambda k: instructions[k][2])
-        sizes = [a.conv.irreps_node[instructions[k][0]].mul for k in by_output]
-        blocks = getattr(b.conv_tp_weights, f"layer{layers - 1}").weight.split(sizes, dim=1)
-        ordered = [blocks[by_output.index(k)] for k in range(len(instructions))]
-        cp(a.radial_mlp.weights[-1], torch.cat(ordered, dim=1))
-        cp(a.linear.weight, b.linear.weight)
-        cp(a.skip.weight, b.skip_tp.weight)
-        for k, contraction in enumerate(q.symmetric_contractions.contractions):
-            highest_first = [contraction.weights_max, *contraction.weights]
-            for j, w in enumerate(highest_first):
-                cp(p.contraction.weights[k][p.contraction.correlation - j - 1], w)
-        cp(p.linear.weight, q.linear.weight)
-        if hasattr(s, "linear_1"):
-            cp(r.linear_1.weight, s.linear_1.weight)
-            cp(r.linear_2.weight, s.linear_2.weight)
-        else:
-            cp(r.weight, s.linear.weight)
-
-
 @pytest.mark.parametrize(
     "max_ell, hidden, correlation, layers",
     [(2, "4x0e+4x1o", 3, 2), (3, "4x0e+4x1o+4x2e", 2, 3), (2, "4x0e+4x0o+4x1o+4x1e", 2, 2)],
@@ -465,7 +426,7 @@ def test_matches_acesuit_mace(max_ell, hidden, correlation, layers):
         )
     finally:
         torch.set_default_dtype(default)
-    copy_weights_from_mace(ours, theirs)
+    load_mace_torch_weights(ours, theirs)
     graph = batch_graphs([methanol(), periodic_cell()])
     out = ours(graph, compute_stress=True)
     data = {

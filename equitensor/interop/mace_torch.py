@@ -1,0 +1,318 @@
+"""ACEsuit/mace (``mace-torch``) models with equitensor's weights, and their inputs.
+
+equitensor's :class:`~equitensor.models.MACE` is the same architecture as mace-torch's
+``ScaleShiftMACE`` built with ``RealAgnosticInteractionBlock`` first, then
+``RealAgnosticResidualInteractionBlock``, ``use_reduced_cg=False`` and SiLU gates (MACE's CLI
+defaults otherwise), so every weight has a counterpart:
+
+- linears, skip tensor products and the radial MLP's hidden layers: the same tensors;
+- the radial MLP's last layer: its output columns are blocks, one per convolution path; mace-torch
+  orders the paths by output block, equitensor in enumeration order, so the blocks are permuted;
+- the product basis: mace-torch's ``weights_max`` is the highest correlation order, ``weights``
+  the lower orders from high to low; equitensor keeps ``weights[k][nu - 1]`` per output block k.
+  An order with no coupling path is a frozen zero ``EmptyParam`` there and has no weight here.
+
+:func:`load_mace_torch_weights` copies a mace-torch model's weights into ours (same numbers to
+round-off in float64: ``tests/test_mace.py``); :func:`mace_torch_parameter_map` is the mapping
+itself, also used to bring mace-torch's parameter gradients into our layout (the benchmark
+compares training gradients). :func:`mace_torch_model` builds the mace-torch twin of our model
+and :func:`mace_torch_inputs` its input dict. mace-torch is imported only by the builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "ParameterMatch",
+    "features_from_mace_torch",
+    "features_to_mace_torch",
+    "gradients_as_ours",
+    "load_mace_torch_contraction_weights",
+    "load_mace_torch_weights",
+    "mace_torch_contraction",
+    "mace_torch_inputs",
+    "mace_torch_model",
+    "mace_torch_parameter_map",
+]
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+@dataclass(frozen=True)
+class ParameterMatch:
+    """Our parameter ``name`` and the mace-torch tensor it equals, through ``to_ours`` (a
+    reordering that applies to the weight and to its gradient alike). ``frozen_zero``: an order
+    without coupling paths, an empty parameter here and a frozen zero there (nothing to copy)."""
+
+    name: str
+    theirs: torch.Tensor
+    to_ours: Callable[[torch.Tensor], torch.Tensor] = _same
+    frozen_zero: bool = False
+
+
+def _contraction_matches(ours, theirs, prefix: str = "") -> list[ParameterMatch]:
+    """Matches of an equitensor SymmetricContraction's weights with a mace-torch one's."""
+    contractions = list(theirs.contractions)
+    if len(contractions) != len(ours.weights):
+        raise ValueError(
+            f"mace-torch SymmetricContraction has {len(contractions)} output blocks, ours {len(ours.weights)}"
+        )
+    matches = []
+    for k, contraction in enumerate(contractions):
+        if contraction.correlation != ours.correlation:
+            raise ValueError(
+                f"output block {k}: mace-torch correlation {contraction.correlation}, ours {ours.correlation}"
+            )
+        highest_first = [contraction.weights_max, *contraction.weights]
+        for j, tensor in enumerate(highest_first):
+            nu = ours.correlation - j
+            name = f"{prefix}weights.{k}.{nu - 1}"
+            frozen = ours.weights[k][nu - 1].shape[1] == 0
+            matches.append(ParameterMatch(name, tensor, frozen_zero=frozen))
+    return matches
+
+
+def _radial_output_permutation(interaction) -> Callable[[torch.Tensor], torch.Tensor]:
+    """mace-torch's last radial layer (blocks by output block) -> ours (blocks by path)."""
+    from equitensor.tp import edge_product_irreps
+
+    conv = interaction.conv
+    _, instructions = edge_product_irreps(conv.irreps_node, conv.irreps_sh, interaction.linear.irreps_in)
+    by_output = sorted(range(len(instructions)), key=lambda k: instructions[k][2])
+    sizes = [conv.irreps_node[instructions[k][0]].mul for k in by_output]
+    position = {path: n for n, path in enumerate(by_output)}
+
+    def to_ours(weight: torch.Tensor) -> torch.Tensor:
+        blocks = weight.split(sizes, dim=1)
+        return torch.cat([blocks[position[path]] for path in range(len(instructions))], dim=1)
+
+    return to_ours
+
+
+def mace_torch_parameter_map(ours: nn.Module, theirs: nn.Module) -> list[ParameterMatch]:
+    """Every parameter of our :class:`~equitensor.models.MACE` (``product_backend='cg'``) with
+    its counterpart in a mace-torch ``ScaleShiftMACE`` of the same hyperparameters, in the order
+    of ``ours.named_parameters()``. Raises ValueError when the architectures differ."""
+    if ours.config.get("product_backend", "cg") != "cg":
+        raise ValueError(
+            "only a MACE with product_backend='cg' (MACE's symmetric contraction) has mace-torch "
+            f"counterparts, got product_backend={ours.config['product_backend']!r}"
+        )
+    layers = (ours.interactions, theirs.interactions, ours.products, theirs.products)
+    if len({len(x) for x in layers}) != 1:
+        raise ValueError(
+            f"ours has {len(ours.interactions)} interactions, mace-torch {len(theirs.interactions)}"
+        )
+    matches = [ParameterMatch("node_embedding.weight", theirs.node_embedding.linear.weight)]
+    for i, (a, b) in enumerate(zip(ours.interactions, theirs.interactions)):
+        p = f"interactions.{i}."
+        matches.append(ParameterMatch(p + "linear_up.weight", b.linear_up.weight))
+        hidden = len(a.radial_mlp.weights) - 1
+        for k in range(hidden):
+            matches.append(
+                ParameterMatch(f"{p}radial_mlp.weights.{k}", getattr(b.conv_tp_weights, f"layer{k}").weight)
+            )
+        matches.append(
+            ParameterMatch(
+                f"{p}radial_mlp.weights.{hidden}",
+                getattr(b.conv_tp_weights, f"layer{hidden}").weight,
+                _radial_output_permutation(a),
+            )
+        )
+        matches.append(ParameterMatch(p + "linear.weight", b.linear.weight))
+        matches.append(ParameterMatch(p + "skip.weight", b.skip_tp.weight))
+    for i, (a, b) in enumerate(zip(ours.products, theirs.products)):
+        p = f"products.{i}."
+        matches += _contraction_matches(a.contraction, b.symmetric_contractions, p + "contraction.")
+        matches.append(ParameterMatch(p + "linear.weight", b.linear.weight))
+    for i, b in enumerate(theirs.readouts):
+        p = f"readouts.{i}."
+        if hasattr(b, "linear_1"):
+            matches.append(ParameterMatch(p + "linear_1.weight", b.linear_1.weight))
+            matches.append(ParameterMatch(p + "linear_2.weight", b.linear_2.weight))
+        else:
+            matches.append(ParameterMatch(p + "weight", b.linear.weight))
+    _check_complete(ours, matches)
+    return matches
+
+
+def _check_complete(ours: nn.Module, matches: list[ParameterMatch]) -> None:
+    names = [name for name, _ in ours.named_parameters()]
+    mapped = [m.name for m in matches]
+    if sorted(mapped) != sorted(names):
+        raise ValueError(
+            "mace-torch mapping does not cover our parameters: unmapped "
+            f"{sorted(set(names) - set(mapped))}, unknown {sorted(set(mapped) - set(names))}"
+        )
+    matches.sort(key=lambda m: names.index(m.name))
+
+
+def _copy(ours: nn.Module, matches: list[ParameterMatch], what: str) -> None:
+    parameters = dict(ours.named_parameters())
+    with torch.no_grad():
+        for m in matches:
+            destination = parameters[m.name]
+            if m.frozen_zero:
+                if torch.any(m.theirs != 0):
+                    raise ValueError(
+                        f"{what} {m.name}: ours has no coupling path but mace-torch's weight is not zero"
+                    )
+                continue
+            source = m.to_ours(m.theirs.detach())
+            if source.shape != destination.shape:
+                raise ValueError(
+                    f"{what} {m.name}: mace-torch shape {tuple(source.shape)}, "
+                    f"ours {tuple(destination.shape)}"
+                )
+            destination.copy_(source)
+
+
+def load_mace_torch_weights(ours: nn.Module, theirs: nn.Module) -> None:
+    """Copy a mace-torch ``ScaleShiftMACE``'s weights into our :class:`~equitensor.models.MACE`
+    of the same hyperparameters (see the module doc; E0s, scale and shift are constructor
+    arguments of both and are not copied). Raises ValueError naming the first mismatch."""
+    _copy(ours, mace_torch_parameter_map(ours, theirs), "MACE parameter")
+
+
+def load_mace_torch_contraction_weights(ours: nn.Module, theirs: nn.Module) -> None:
+    """Copy a mace-torch ``SymmetricContraction``'s weights into our
+    :class:`~equitensor.nn.SymmetricContraction` (same irreps, correlation and elements)."""
+    matches = _contraction_matches(ours, theirs)
+    _check_complete(ours, matches)
+    _copy(ours, matches, "SymmetricContraction parameter")
+
+
+def gradients_as_ours(
+    ours: nn.Module, matches: list[ParameterMatch], their_gradients: list[torch.Tensor | None]
+) -> list[torch.Tensor]:
+    """Gradients of mace-torch's matched tensors (``None`` = unused: zero), given in the order
+    of ``matches`` without the frozen zeros, as our parameters' gradients in
+    ``ours.named_parameters()`` order (frozen zeros: empty zero tensors of our shape)."""
+    parameters = dict(ours.named_parameters())
+    gradients = iter(their_gradients)
+    out = []
+    for m in matches:
+        if m.frozen_zero:
+            out.append(torch.zeros_like(parameters[m.name]))
+            continue
+        gradient = next(gradients)
+        out.append(torch.zeros_like(parameters[m.name]) if gradient is None else m.to_ours(gradient))
+    return out
+
+
+def _with_default_dtype(dtype: torch.dtype, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build with torch's default dtype set to ``dtype`` (mace-torch creates its constants in the
+    default dtype), then restore the previous default."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return build().to(dtype)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A mace-torch ``ScaleShiftMACE`` with the hyperparameters of our MACE (its ``config``), in
+    ``dtype``, with mace-torch's own random initial weights (copy them over with
+    :func:`load_mace_torch_weights`). Needs ``mace-torch``."""
+    from e3nn import o3
+    from mace.modules import blocks, models
+
+    config = ours.config
+    if config.get("product_backend", "cg") != "cg":
+        raise ValueError(f"mace-torch has no product_backend={config['product_backend']!r}")
+
+    def build() -> nn.Module:
+        return models.ScaleShiftMACE(
+            r_max=config["r_max"],
+            num_bessel=config["num_bessel"],
+            num_polynomial_cutoff=config["num_polynomial_cutoff"],
+            max_ell=config["max_ell"],
+            interaction_cls=blocks.RealAgnosticResidualInteractionBlock,
+            interaction_cls_first=blocks.RealAgnosticInteractionBlock,
+            num_interactions=config["num_interactions"],
+            num_elements=len(config["atomic_numbers"]),
+            hidden_irreps=o3.Irreps(config["hidden_irreps"]),
+            MLP_irreps=o3.Irreps(config["MLP_irreps"]),
+            atomic_energies=np.array(config["atomic_energies"], dtype=np.float64),
+            avg_num_neighbors=config["avg_num_neighbors"],
+            atomic_numbers=list(config["atomic_numbers"]),
+            correlation=config["correlation"],
+            gate=torch.nn.functional.silu,
+            radial_MLP=list(config["radial_MLP"]),
+            atomic_inter_scale=config["scale"],
+            atomic_inter_shift=config["shift"],
+            use_reduced_cg=False,
+        )
+
+    return _with_default_dtype(dtype, build)
+
+
+def mace_torch_contraction(irreps_in, irreps_out, correlation: int, num_elements: int, dtype: torch.dtype):
+    """mace-torch's ``SymmetricContraction`` (non-reduced CG, MACE's default normalizations) in
+    ``dtype``. It takes features (N, C, D) (channels, then every irrep's components) and
+    one-hot elements, and returns (N, irreps_out.dim) in e3nn's mul_ir layout."""
+    from e3nn import o3
+    from mace.modules.symmetric_contraction import SymmetricContraction
+
+    return _with_default_dtype(
+        dtype,
+        lambda: SymmetricContraction(
+            o3.Irreps(str(irreps_in)),
+            o3.Irreps(str(irreps_out)),
+            correlation,
+            num_elements=num_elements,
+            use_reduced_cg=False,
+        ),
+    )
+
+
+def features_to_mace_torch(x: torch.Tensor, irreps) -> torch.Tensor:
+    """(N, irreps.dim) in e3nn's mul_ir layout -> (N, C, D), mace-torch's product-basis input
+    (every block C x ir as (N, C, 2l+1), concatenated along the last axis; one multiplicity C)."""
+    from equitensor.irreps import Irreps
+
+    irreps = Irreps(irreps)
+    n = x.shape[0]
+    blocks = x.split([mul * ir.dim for mul, ir in irreps], dim=-1)
+    return torch.cat([b.reshape(n, mul, ir.dim) for b, (mul, ir) in zip(blocks, irreps)], dim=-1)
+
+
+def features_from_mace_torch(features: torch.Tensor, irreps) -> torch.Tensor:
+    """Inverse of :func:`features_to_mace_torch`: (N, C, D) -> (N, irreps.dim) mul_ir."""
+    from equitensor.irreps import Irreps
+
+    irreps = Irreps(irreps)
+    n = features.shape[0]
+    blocks = features.split([ir.dim for _, ir in irreps], dim=-1)
+    return torch.cat([b.reshape(n, -1) for b in blocks], dim=-1)
+
+
+def mace_torch_inputs(ours: nn.Module, graph) -> dict[str, torch.Tensor]:
+    """mace-torch's input dict for an :class:`~equitensor.graph.AtomicGraph`, elements one-hot
+    in the order of our model's ``atomic_numbers`` (positions copied: mace-torch marks its
+    positions as requiring grad)."""
+    counts = torch.bincount(graph.batch, minlength=graph.num_graphs)
+    dtype = graph.positions.dtype
+    shifts = torch.einsum(
+        "ei,eij->ej", graph.unit_shifts.to(dtype), graph.cell[graph.batch[graph.edge_index[0]]]
+    )
+    return {
+        "positions": graph.positions.detach().clone(),
+        "node_attrs": nn.functional.one_hot(ours.element_indices(graph.numbers), ours.num_elements).to(dtype),
+        "edge_index": graph.edge_index,
+        "batch": graph.batch,
+        "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+        "cell": graph.cell.reshape(-1, 3),
+        "unit_shifts": graph.unit_shifts.to(dtype),
+        "shifts": shifts,
+        "head": torch.zeros(graph.num_graphs, dtype=torch.long, device=graph.positions.device),
+    }
