@@ -224,6 +224,28 @@ def test_contraction_matches_naive_reference_and_is_equivariant(irreps_in, irrep
     )
 
 
+@pytest.mark.parametrize("nodes, elements", [(2, 12), (20, 2)])
+def test_both_contraction_orders_match_naive_reference_with_gradients(nodes, elements):
+    """Few nodes and many elements takes the per-node order, many nodes and few elements folds
+    the weights into U per element; both equal the naive sum, also for mixed (non one-hot)
+    node attributes, and so do their gradients."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        module = SymmetricContraction("3x0e+3x1o+3x2e", "3x0e+3x1o", 3, num_elements=elements)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    x = o3.Irreps("3x0e+3x1o+3x2e").randn(nodes, -1, dtype=torch.float64).requires_grad_(True)
+    attrs = torch.rand(nodes, elements, dtype=torch.float64)
+    out, expected = module(x, attrs), naive_contraction(module, x, attrs)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    probe = torch.randn_like(out)
+    params = [x, *module.parameters()]
+    ours = torch.autograd.grad((out * probe).sum(), params)
+    theirs = torch.autograd.grad((expected * probe).sum(), params)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
 def test_float32_module_moved_to_float64_keeps_exact_coefficients():
     module = SymmetricContraction("2x0e+2x1o+2x2e", "2x0e+2x1o", 3, num_elements=2).double()
     x = o3.Irreps("2x0e+2x1o+2x2e").randn(5, -1, dtype=torch.float64)

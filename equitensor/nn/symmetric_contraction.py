@@ -104,7 +104,8 @@ class SymmetricContraction(nn.Module):
 
     Weights ``weights[k][nu - 1]`` of output block k have shape (num_elements, num_paths, C),
     initialised ``randn / num_paths`` as in MACE. Evaluation is Horner-like, highest order
-    first, so nothing larger than (N, C, (2L+1) D^(correlation-1)) is formed.
+    first, so nothing larger than (N, C, (2L+1) D^(correlation-1)) is formed (and, when the
+    weights are folded into U per element, (C, E D, (2L+1) D^(correlation-1)) once per call).
     """
 
     backends = ("cg",)
@@ -193,18 +194,42 @@ class SymmetricContraction(nn.Module):
             for nu in range(self.correlation, 0, -1):
                 u = couplings[k][nu - 1]
                 paths = u.shape[0]
-                weight = self.weights[k][nu - 1].reshape(self.num_elements, paths * c)
-                w = (node_attrs @ weight).reshape(n, paths, c).transpose(1, 2)  # per-node (N, C, P)
-                if out is None:  # highest order: U with w and one copy of A at once
-                    size = ir_out.dim * dim ** (nu - 1)
-                    v = (w.unsqueeze(-1) * features.unsqueeze(2)).reshape(n * c, paths * dim)
-                    out = (v @ u.reshape(paths * dim, size)).reshape(n, c, size)
+                size = ir_out.dim * dim ** (nu - 1)
+                if out is None:  # highest order: U with the weights and one copy of A at once
+                    out = self._highest_order(u, self.weights[k][nu - 1], features, node_attrs, size)
                 else:  # add order nu, then contract one more copy of A
-                    size = ir_out.dim * dim ** (nu - 1)
+                    weight = self.weights[k][nu - 1].reshape(self.num_elements, paths * c)
+                    w = (node_attrs @ weight).reshape(n, paths, c).transpose(1, 2)  # per-node (N, C, P)
                     weighted = (w.reshape(n * c, paths) @ u).reshape(n, c, size, dim)
                     out = torch.einsum("bcxi,bci->bcx", weighted + out.reshape(n, c, size, dim), features)
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
+
+    def _highest_order(
+        self,
+        u: torch.Tensor,
+        weight: torch.Tensor,
+        features: torch.Tensor,
+        node_attrs: torch.Tensor,
+        size: int,
+    ) -> torch.Tensor:
+        """``sum_{p,i} W[z_b, p, c] A[b, c, i] U[p, i, :]`` as (N, C, size), in the cheaper order.
+
+        Per node first (weights of each node, then one (N C, P D) @ (P D, size) product) costs
+        N C P D size; folding the weights into U per element first, then contracting the outer
+        product of ``node_attrs`` and A with it channel by channel, costs (E P + N E) C D size,
+        far less when there are fewer elements than paths and nodes (MACE's usual case).
+        """
+        n, c, dim = features.shape
+        elements, paths = self.num_elements, u.shape[0]
+        if elements * paths + n * elements < n * paths:
+            folded = torch.einsum("epc,pq->ceq", weight, u.reshape(paths, dim * size))
+            folded = folded.reshape(c, elements * dim, size)
+            outer = node_attrs[:, None, :, None] * features[:, :, None, :]  # (N, C, E, D)
+            return torch.bmm(outer.reshape(n, c, elements * dim).transpose(0, 1), folded).transpose(0, 1)
+        w = (node_attrs @ weight.reshape(elements, paths * c)).reshape(n, paths, c).transpose(1, 2)
+        v = (w.unsqueeze(-1) * features.unsqueeze(2)).reshape(n * c, paths * dim)
+        return (v @ u.reshape(paths * dim, size)).reshape(n, c, size)
 
     def extra_repr(self) -> str:
         return (
