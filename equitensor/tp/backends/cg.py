@@ -157,6 +157,12 @@ def _weight_subscript(ins: Instruction, w: torch.Tensor | None) -> str:
     return "" if w is None or w.dim() == len(ins.path_shape) else "z"
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm``, as a broadcast product when the inner dimension is 1 (a scalar input
+    irrep): 2-5x faster than a batched matrix product of (u, 1) @ (1, k) matrices on CPU."""
+    return a * b if a.shape[-1] == 1 else torch.bmm(a, b)
+
+
 def _path_from_x2_contraction(ins: Instruction, x1: torch.Tensor, m: torch.Tensor, w: torch.Tensor | None):
     """One path of a mode outside ``_PRODUCT_MODES``: ``x1`` is (z, u, i), ``m`` is (z, v, i, k)
     (x2 already contracted with the CG tensor), ``w`` the path's weights, shared or per sample.
@@ -169,11 +175,11 @@ def _path_from_x2_contraction(ins: Instruction, x1: torch.Tensor, m: torch.Tenso
     z, mul2, dim1, dim_out = m.shape
     if mode == "uvu":
         if w is None:
-            return torch.bmm(x1, m.sum(1))
+            return _bmm(x1, m.sum(1))
         if mul2 == 1 and dim_out < dim1:  # scaling the smaller output is cheaper than folding
-            return torch.bmm(x1, m[:, 0]) * w[..., 0].unsqueeze(-1)
+            return _bmm(x1, m[:, 0]) * w[..., 0].unsqueeze(-1)
         a = torch.einsum(f"zui,{s}uv->zuvi", x1, w).reshape(z, x1.shape[1], mul2 * dim1)
-        return torch.bmm(a, m.reshape(z, mul2 * dim1, dim_out))
+        return _bmm(a, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uvv":
         y = (
             x1.sum(1, keepdim=True).expand(z, mul2, dim1)
@@ -183,7 +189,7 @@ def _path_from_x2_contraction(ins: Instruction, x1: torch.Tensor, m: torch.Tenso
         return torch.einsum("zvi,zvik->zvk", y, m)
     if mode == "uvw":
         y = torch.einsum(f"zui,{s}uvw->zwvi", x1, w).reshape(z, w.shape[-1], mul2 * dim1)
-        return torch.bmm(y, m.reshape(z, mul2 * dim1, dim_out))
+        return _bmm(y, m.reshape(z, mul2 * dim1, dim_out))
     if mode == "uuu":
         return torch.einsum("zui,zuik->zuk", x1 if w is None else x1 * w.unsqueeze(-1), m)
     raise AssertionError(mode)
