@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 
 import numpy as np
 import torch
@@ -223,8 +224,9 @@ def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.
     """A mace-torch ``ScaleShiftMACE`` with the hyperparameters of our MACE (its ``config``), in
     ``dtype``, with mace-torch's own random initial weights (copy them over with
     :func:`load_mace_torch_weights`). Needs ``mace-torch``."""
-    from e3nn import o3
     from mace.modules import blocks, models
+
+    o3 = import_module("e3nn.o3")  # after mace, which makes its pinned e3nn importable
 
     config = ours.config
     if config.get("product_backend", "cg") != "cg":
@@ -260,8 +262,9 @@ def mace_torch_contraction(irreps_in, irreps_out, correlation: int, num_elements
     """mace-torch's ``SymmetricContraction`` (non-reduced CG, MACE's default normalizations) in
     ``dtype``. It takes features (N, C, D) (channels, then every irrep's components) and
     one-hot elements, and returns (N, irreps_out.dim) in e3nn's mul_ir layout."""
-    from e3nn import o3
     from mace.modules.symmetric_contraction import SymmetricContraction
+
+    o3 = import_module("e3nn.o3")  # after mace, as above
 
     return _with_default_dtype(
         dtype,
