@@ -13,10 +13,16 @@ import torch
 
 from equitensor.bench import cli as bench_cli
 from equitensor.bench import counts as cnt
-from equitensor.bench import report, timing
+from equitensor.bench import peers, report, timing
 from equitensor.bench.cases import Case, Implementation
 from equitensor.bench.passes import Layout, autograd_passes
-from equitensor.bench.runner import TimingOptions, max_relative_difference, run_case
+from equitensor.bench.runner import (
+    APPROXIMATION_MARGIN,
+    TimingOptions,
+    approximate_tolerance,
+    max_relative_difference,
+    run_case,
+)
 from equitensor.tp import TensorProduct
 
 # the smallest settings that still exercise every piece: one repetition, no loops, no probe
@@ -73,15 +79,15 @@ def test_bench_tp_writes_json_csv_and_plots(tmp_path):
 
 
 def test_bench_tp_full_compares_cueq_at_one_channel(tmp_path):
-    """The full product: cg, e3nn and cuEquivariance; the Gaunt backends cannot express it and are
-    skipped with the registry's reason."""
+    """The full product: cg, cp, e3nn and cuEquivariance; the Gaunt backends cannot express it and
+    are skipped with the registry's reason."""
     pytest.importorskip("cuequivariance_torch")
     _, rows = bench_json(
         tmp_path,
         ["tp", "--op", "full", "--lmax", "2", "--channels", "1", "--batch", "4", "--passes", "fwd+bwd", *FAST]
         + ["--no-memory"],
     )
-    assert {r["implementation"] for r in rows if r["status"] == "timed"} == {"cg", "e3nn", "cueq"}
+    assert {r["implementation"] for r in rows if r["status"] == "timed"} == {"cg", "cp", "e3nn", "cueq"}
     reasons = {r["implementation"]: r["reason"] for r in rows if r["status"] == "skipped"}
     assert set(reasons) == {"gaunt", "grid"} and all(
         "cannot compute" in reason for reason in reasons.values()
@@ -98,6 +104,8 @@ def test_bench_conv_checks_so2_and_peers_with_double_backward(tmp_path):
     assert ("cg", "fwd+bwd+dbwd") in runs and ("so2", "fwd+bwd+dbwd") in runs
     assert ("e3nn", "fwd+bwd+dbwd") in runs
     assert runs[("so2", "fwd+bwd+dbwd")]["max_rel_diff"] < 2e-4
+    assert runs[("cp", "fwd+bwd+dbwd")]["max_rel_diff"] < 2e-4  # cp at full rank by default
+    assert "rank full" in runs[("cp", "fwd+bwd+dbwd")]["note"]
     # counts are modelled for the forward only; double backward says so with None
     assert runs[("so2", "fwd+bwd+dbwd")]["flops"] is None
 
@@ -112,7 +120,10 @@ def test_bench_product_writes_json(tmp_path):
     assert runs[("cg", "fwd")]["flops"] > 0
     assert runs[("cg", "fwd")]["peak_memory_bytes"] is not None
     peer = [r for r in rows if r["implementation"] == "mace-torch"]
-    assert peer and peer[0]["status"] == "skipped" and peer[0]["reason"]
+    if peers.unavailable("mace-torch"):
+        assert peer and peer[0]["status"] == "skipped" and "not importable" in peer[0]["reason"]
+    else:
+        assert ("mace-torch", "fwd+bwd") in runs
     assert data["cases"][0]["shape"]["correlation"] == 2
 
 
@@ -123,7 +134,10 @@ def test_bench_model_mace_backends_and_tensornet(tmp_path):
         + ["--passes", "fwd+bwd", "--no-memory", *FAST],
     )
     ops = {(r["operation"], r["implementation"]) for r in rows if r["status"] == "timed"}
-    assert ops == {("model:mace", "cg"), ("model:mace", "so2"), ("model:tensornet", "tensornet")}
+    expected = {("model:mace", "cg"), ("model:mace", "so2"), ("model:tensornet", "tensornet")}
+    if not peers.unavailable("mace-torch"):
+        expected.add(("model:mace", "mace-torch"))
+    assert ops == expected
     mace = next(c for c in data["cases"] if c["operation"] == "model:mace")
     assert mace["shape"]["atoms"] == 4 and mace["shape"]["edges"] > 0
 
@@ -135,6 +149,96 @@ def test_bench_model_molecule(tmp_path):
         + ["--passes", "fwd", "--no-memory", *FAST],
     )
     assert data["cases"][0]["shape"]["atoms"] == 3
+
+
+def test_bench_tp_times_cp_at_full_rank_and_skips_it_for_the_gaunt_product(tmp_path):
+    """cp is in tp's defaults: it computes the full product (exact construction, checked against
+    cg at the default tolerance, its rank and residual in the JSON and the notes) and is skipped
+    with the registry's reason for the Gaunt product."""
+    data, rows = bench_json(
+        tmp_path,
+        ["tp", "--lmax", "2", "--channels", "2", "--batch", "4", "--passes", "fwd+bwd", "--peers", "none"]
+        + ["--no-memory", *FAST],
+    )
+    cp_rows = [r for r in rows if r["implementation"] == "cp"]
+    gaunt = next(r for r in cp_rows if r["operation"] == "tp:gaunt")
+    assert gaunt["status"] == "skipped" and "does not compute Gaunt products" in gaunt["reason"]
+    full = next(r for r in cp_rows if r["operation"] == "tp:full")
+    assert full["status"] == "timed" and full["max_rel_diff"] < 2e-4 and full["tolerance"] == 2e-4
+    assert "approximate backend" in full["note"] and "rank full" in full["note"]
+    info = next(c for c in data["cases"] if c["operation"] == "tp:full")["implementations"]["cp"]["info"]
+    assert info["cp_rank"] == "full" and info["cp_exact"] and info["max_path_residual"] < 1e-12
+
+
+def test_bench_cp_below_the_exact_rank_is_checked_within_its_residual(tmp_path):
+    """--cp-rank below a path's exact rank: approximate, opted in, its residual and measured
+    equivariance error reported, the check's tolerance APPROXIMATION_MARGIN x the residual."""
+    data, rows = bench_json(
+        tmp_path,
+        ["tp", "--op", "full", "--lmax", "2", "--channels", "2", "--batch", "4", "--cp-rank", "6"]
+        + ["--backends", "cg,cp", "--peers", "none", "--passes", "fwd", "--no-memory", *FAST],
+    )
+    info = data["cases"][0]["implementations"]["cp"]["info"]
+    assert info["cp_rank"] == 6 and not info["cp_exact"] and info["paths_below_exact_rank"] > 0
+    assert info["max_path_residual"] > 1e-3 and info["equivariance_error"] > 1e-3
+    row = timed(rows)[("cp", "fwd")]
+    assert row["tolerance"] == pytest.approx(APPROXIMATION_MARGIN * info["max_path_residual"])
+    assert "APPROXIMATE" in row["note"] and "rank 6" in row["note"]
+    assert row["max_rel_diff"] > 1e-3  # it really differs from cg
+
+
+def test_approximate_tolerance_and_cp_rank_parsing():
+    assert approximate_tolerance(2e-4, None) == 2e-4
+    assert approximate_tolerance(2e-4, 1e-9) == 2e-4
+    assert approximate_tolerance(2e-4, 0.01) == pytest.approx(APPROXIMATION_MARGIN * 0.01)
+    assert bench_cli.parse_cp_rank("full") == "full" and bench_cli.parse_cp_rank("8") == 8
+    with pytest.raises(Exception, match="cp-rank"):
+        bench_cli.parse_cp_rank("0")
+
+
+def test_e3nn_basis_layout_maps_e3nn_products_to_ours():
+    """Whatever e3nn is installed (0.4 flips some wigner_3j signs, 0.6 does not), its full
+    product through the sign map equals ours."""
+    pytest.importorskip("e3nn")
+    from equitensor.tp import FullTensorProduct, spherical_irreps
+
+    irreps = spherical_irreps(1, 2)
+    ours = FullTensorProduct(irreps, irreps)
+    theirs = peers.e3nn_o3().FullTensorProduct(str(irreps), str(irreps))
+    layout, _ = peers.e3nn_basis_layout(ours.spec)
+    back = (lambda t: t) if layout is None else layout.output_back
+    x1, x2 = torch.randn(3, irreps.dim), torch.randn(3, irreps.dim)
+    torch.testing.assert_close(back(theirs(x1, x2)), ours(x1, x2), rtol=1e-5, atol=1e-5)
+
+
+def test_bench_product_mace_torch_peer_matches_in_float64(tmp_path):
+    pytest.importorskip("mace.modules.symmetric_contraction")
+    data, rows = bench_json(
+        tmp_path,
+        ["product", "--lmax", "2", "--channels", "3", "--batch", "5", "--correlation", "3"]
+        + ["--dtype", "float64", "--passes", "fwd,fwd+bwd,fwd+bwd+dbwd", "--no-memory", *FAST],
+    )
+    runs = timed(rows)
+    for pass_name in ("fwd", "fwd+bwd", "fwd+bwd+dbwd"):
+        assert runs[("mace-torch", pass_name)]["max_rel_diff"] < 1e-12
+    assert "SymmetricContraction" in data["cases"][0]["implementations"]["mace-torch"]["info"]["module"]
+
+
+def test_bench_model_mace_torch_peer_matches_energy_forces_and_training_gradients(tmp_path):
+    pytest.importorskip("mace.modules.models")
+    data, rows = bench_json(
+        tmp_path,
+        ["model", "--models", "mace", "--lmax", "2", "--channels", "4", "--atoms", "4", "--r-max", "3.0"]
+        + ["--dtype", "float64", "--passes", "fwd,fwd+bwd,fwd+bwd+dbwd", "--no-memory", *FAST],
+    )
+    runs = timed(rows)
+    for pass_name in ("fwd", "fwd+bwd", "fwd+bwd+dbwd"):
+        assert runs[("mace-torch", pass_name)]["max_rel_diff"] < 1e-10
+        assert runs[("so2", pass_name)]["max_rel_diff"] < 1e-10
+    info = data["cases"][0]["implementations"]["mace-torch"]["info"]
+    assert "ScaleShiftMACE" in info["model"]
+    assert info["parameters"] == data["cases"][0]["implementations"]["cg"]["info"]["parameters"]
+    assert torch.get_default_dtype() == torch.float32  # mace-torch's default dtype was restored
 
 
 def test_bench_registered_in_the_equitensor_cli():

@@ -8,17 +8,22 @@ Operations and the shapes they use (C channels, degree L):
   gaunt, grid. Peer: e3nn ``TensorProduct`` with the same 'uuu' instructions and coefficients.
 - ``tp:full``: the full tensor product ``(Cx0e + .. + CxLp) x (1x0e + .. + 1xLp)``, every path,
   outputs up to 2L (C = 1 is the "MIMO" product of the Price-of-Freedom benchmark);
-  ``FullTensorProduct`` on cg (Gaunt backends cannot express the odd paths: skipped with the
-  registry's reason). Peers: e3nn ``FullTensorProduct``; cuEquivariance for C = 1.
+  ``FullTensorProduct`` on cg and cp (Gaunt backends cannot express the odd paths: skipped with
+  the registry's reason). Peers: e3nn ``FullTensorProduct``; cuEquivariance for C = 1.
 - ``conv``: MACE's edge convolution ``EdgeConvolution(C x (0e..node_lmax), SH(L), C x (0e..L))``
-  on random edges, backends cg and so2. Peers: e3nn and cuEquivariance channel-wise products,
+  on random edges, backends cg, so2 and cp. Peers: e3nn and cuEquivariance channel-wise products,
   each with e3nn's spherical harmonics, gather and ``index_add``.
 - ``product``: MACE's product basis ``SymmetricContraction(C x (0e..L) -> C x (0e..lmax_out))``
-  with element weights (cg). Peer: mace-torch, when importable (weight mapping not implemented:
-  reported as not compared).
+  with element weights (cg). Peer: mace-torch's ``SymmetricContraction``, its weights copied
+  into ours.
 - ``model:mace`` / ``model:tensornet``: energy (fwd), energy + forces (fwd+bwd), and a training
   step's gradient of an energy+force loss with respect to the parameters (fwd+bwd+dbwd), on a
-  periodic CuNi cell or a molecule. MACE on edge-convolution backends cg and so2 (same weights).
+  periodic CuNi cell or a molecule. MACE on edge-convolution backends cg and so2 (same weights);
+  peer mace-torch's ``ScaleShiftMACE`` of the same hyperparameters, whose weights ours take.
+
+``cp`` (CP-decomposed CG tensors) is an approximate backend: built at ``cp_rank`` ('full', the
+default, is each path's exact CP rank and reproduces cg), its rank and largest path residual are
+recorded, and its check accepts a difference from cg of 10x that residual (``runner``).
 
 Inputs are random normal (fixed seed); edge vectors random normal, senders and receivers random.
 """
@@ -34,6 +39,12 @@ import torch
 from equitensor.bench import counts as cnt
 from equitensor.bench import peers
 from equitensor.bench.passes import Layout, PassFunction, autograd_passes
+from equitensor.interop.mace_torch import (
+    features_from_mace_torch,
+    features_to_mace_torch,
+    load_mace_torch_contraction_weights,
+    load_mace_torch_weights,
+)
 from equitensor.irreps import Irreps
 from equitensor.tp import EdgeConvolution, FullTensorProduct, GauntProduct, spherical_irreps
 
@@ -62,6 +73,10 @@ class Implementation:
     counts: cnt.Counts | None = None
     info: dict = field(default_factory=dict)
     timed: bool = True  # False: built only as the reference of the check
+    # an approximate backend's reported relative error: the check accepts a difference that large
+    # (see runner.approximate_tolerance); None for exact implementations
+    approximation_error: float | None = None
+    note: str | None = None  # shown under the table (e.g. an approximate backend and its setting)
 
 
 @dataclass
@@ -115,9 +130,23 @@ def _wanted(backends: list[str], reference_first: bool = True) -> list[str]:
 
 
 def _ours(
-    backend: str, module, inputs, constants, grad_out, directions, counts: cnt.Counts, backends: list[str]
+    backend: str,
+    module,
+    inputs,
+    constants,
+    grad_out,
+    directions,
+    counts: cnt.Counts | None,
+    backends: list[str],
+    executor=None,
 ) -> Implementation:
-    """Our ``module`` on ``backend``; timed only if asked for (the reference is always built)."""
+    """Our ``module`` on ``backend``; timed only if asked for (the reference is always built).
+    ``executor``: the module's cp executor, whose rank and residual are recorded."""
+    info, extra = {"module": repr(module)}, {}
+    if backend == "cp":
+        cp_info = cp_description(executor)
+        info.update(cp_info)
+        extra = {"approximation_error": cp_info["max_path_residual"], "note": cp_note(cp_info)}
     return _operator(
         backend,
         "equitensor",
@@ -127,8 +156,56 @@ def _ours(
         grad_out,
         directions,
         counts=counts,
-        info={"module": repr(module)},
+        info=info,
         timed=backend in backends,
+        **extra,
+    )
+
+
+def _e3nn_basis(spec, info: dict) -> tuple[Layout | None, dict]:
+    """e3nn's output sign map (e3nn < 0.5 flips some wigner_3j) and ``info`` saying which paths."""
+    layout, flipped = peers.e3nn_basis_layout(spec)
+    if flipped:
+        info = {**info, "wigner_3j_sign_flipped_paths": flipped}
+    return layout, info
+
+
+# ----------------------------------------------------------------------------- cp
+
+
+def cp_options(rank: int | str) -> dict:
+    """Options of the ``cp`` backend at ``rank`` ('full': the exact construction, which reproduces
+    cg; an int: capped per path at its exact rank, approximate below it, so opted in)."""
+    return {"rank": rank, "allow_approximate": rank != "full"}
+
+
+def cp_description(executor) -> dict:
+    """What the JSON says of a cp executor: rank, exactness, largest path residual, and for an
+    approximate one the measured equivariance error (random rotations and reflections)."""
+    info = {
+        "approximate_backend": True,
+        "cp_rank": executor.rank,
+        "cp_exact": executor.exact,
+        "max_path_residual": executor.approximation_error,
+        "paths_below_exact_rank": sum(not p.exact for p in executor.path_reports),
+    }
+    if not executor.exact:
+        info["equivariance_error"] = executor.report().equivariance_error
+    return info
+
+
+def cp_note(info: dict) -> str:
+    """The line under the table for a cp implementation."""
+    if info["cp_exact"]:
+        kind = "exact at this rank (every path at its exact CP rank)"
+    else:
+        kind = (
+            f"APPROXIMATE: {info['paths_below_exact_rank']} path(s) below their exact CP rank, "
+            f"equivariance error {info['equivariance_error']:.1e}"
+        )
+    return (
+        f"cp = CP-decomposed CG tensors, an approximate backend (opt-in), rank {info['cp_rank']}: "
+        f"{kind}; max path residual {info['max_path_residual']:.1e}"
     )
 
 
@@ -156,7 +233,12 @@ def tp_gaunt_case(
     itemsize = x1.element_size()
     impls, skipped, spec = [], {}, None
     for backend in _wanted(backends):
-        module = GauntProduct(channels, lmax, lmax, lmax_out, backend=backend, weights=False).to(device)
+        try:
+            module = GauntProduct(channels, lmax, lmax, lmax_out, backend=backend, weights=False)
+        except ValueError as error:  # e.g. cp: a tensor-product backend, no Gaunt product
+            skipped[backend] = _first_line(error)
+            continue
+        module = module.to(device)
         spec = module.spec
         if backend == "gaunt":
             counts = cnt.gaunt_fft_counts(lmax, lmax, lmax_out, channels, batch, itemsize)
@@ -172,11 +254,8 @@ def tp_gaunt_case(
             skipped["e3nn"] = reason
         else:
             theirs = peers.e3nn_tensor_product(spec, shared_weights=True).to(device=device, dtype=dtype)
-            impls.append(
-                _operator(
-                    "e3nn", "e3nn", theirs, [x1, x2], [], g, v, info={"module": "e3nn.o3.TensorProduct"}
-                )
-            )
+            layout, info = _e3nn_basis(spec, {"module": "e3nn.o3.TensorProduct"})
+            impls.append(_operator("e3nn", "e3nn", theirs, [x1, x2], [], g, v, layout, info=info))
     if "cueq" in peers_wanted:
         skipped["cueq"] = (
             "cuEquivariance has no Gaunt-product (per-path fixed coefficient, uuu) module: not compared"
@@ -195,8 +274,10 @@ def tp_full_case(
     dtype: torch.dtype,
     device: torch.device,
     seed: int = 0,
+    cp_rank: int | str = "full",
 ) -> Case:
-    """Full tensor product of ``C x (0e..L)`` with ``1 x (0e..L)``: every parity-allowed path."""
+    """Full tensor product of ``C x (0e..L)`` with ``1 x (0e..L)``: every parity-allowed path
+    (``cp`` at ``cp_rank``)."""
     gen = _generator(seed)
     irreps1, irreps2 = spherical_irreps(channels, lmax), spherical_irreps(1, lmax)
     impls, skipped = [], {}
@@ -207,38 +288,38 @@ def tp_full_case(
     v = [_randn(gen, (batch, irreps1.dim), dtype, device), _randn(gen, (batch, irreps2.dim), dtype, device)]
     itemsize = x1.element_size()
     for backend in _wanted(backends):
+        options = cp_options(cp_rank) if backend == "cp" else None
         try:
             module = (
-                reference if backend == REFERENCE else FullTensorProduct(irreps1, irreps2, backend=backend)
+                reference
+                if backend == REFERENCE
+                else FullTensorProduct(irreps1, irreps2, backend=backend, backend_options=options)
             )
         except ValueError as error:  # the registry refuses what a backend cannot express
             skipped[backend] = _first_line(error)
             continue
-        counts = cnt.tensor_product_counts(module.spec, batch, itemsize, per_sample_weights=False)
-        impls.append(_ours(backend, module.to(device), [x1, x2], [], g, v, counts, backends))
+        counts = (
+            None  # the CP product's work is not modelled
+            if backend == "cp"
+            else cnt.tensor_product_counts(module.spec, batch, itemsize, per_sample_weights=False)
+        )
+        impls.append(_ours(backend, module.to(device), [x1, x2], [], g, v, counts, backends, module.executor))
     if "e3nn" in peers_wanted:
         reason = peers.unavailable("e3nn")
         if reason:
             skipped["e3nn"] = reason
         else:
-            from e3nn import o3
-
-            theirs = o3.FullTensorProduct(str(irreps1), str(irreps2)).to(device=device, dtype=dtype)
+            theirs = (
+                peers.e3nn_o3().FullTensorProduct(str(irreps1), str(irreps2)).to(device=device, dtype=dtype)
+            )
             if str(theirs.irreps_out) != str(reference.irreps_out):
                 skipped["e3nn"] = f"e3nn output irreps {theirs.irreps_out} differ from {reference.irreps_out}"
             else:
-                impls.append(
-                    _operator(
-                        "e3nn",
-                        "e3nn",
-                        theirs,
-                        [x1, x2],
-                        [],
-                        g,
-                        v,
-                        info={"module": "e3nn.o3.FullTensorProduct"},
-                    )
-                )
+                try:
+                    layout, info = _e3nn_basis(reference.spec, {"module": "e3nn.o3.FullTensorProduct"})
+                    impls.append(_operator("e3nn", "e3nn", theirs, [x1, x2], [], g, v, layout, info=info))
+                except ValueError as error:
+                    skipped["e3nn"] = _first_line(error)
     if "cueq" in peers_wanted:
         reason = peers.unavailable("cueq")
         if reason:
@@ -284,8 +365,9 @@ def conv_case(
     dtype: torch.dtype,
     device: torch.device,
     seed: int = 0,
+    cp_rank: int | str = "full",
 ) -> Case:
-    """MACE's edge convolution with spherical harmonics up to ``lmax``."""
+    """MACE's edge convolution with spherical harmonics up to ``lmax`` (``cp`` at ``cp_rank``)."""
     gen = _generator(seed)
     irreps_node, irreps_sh = spherical_irreps(channels, node_lmax), Irreps.spherical_harmonics(lmax)
     target = spherical_irreps(channels, lmax)
@@ -300,23 +382,27 @@ def conv_case(
     itemsize = x.element_size()
     impls, skipped = [], {}
     for backend in _wanted(backends):
+        options = cp_options(cp_rank) if backend == "cp" else {}
         try:
             module = (
                 reference
                 if backend == REFERENCE
-                else EdgeConvolution(irreps_node, irreps_sh, target, backend=backend).to(device)
+                else EdgeConvolution(irreps_node, irreps_sh, target, backend=backend, **options).to(device)
             )
         except ValueError as error:
             skipped[backend] = _first_line(error)
             continue
         if backend == "so2":
             counts = cnt.so2_counts(module.product, nodes, edges, itemsize)
+        elif backend == "cp":
+            counts = None  # the CP product's work is not modelled
         else:
             counts = cnt.edge_convolution_counts(spec, nodes, edges, itemsize)
-        impls.append(_ours(backend, module, [x, vectors, w], [edge_index], g, v, counts, backends))
+        executor = module.product.executor if backend == "cp" else None
+        impls.append(_ours(backend, module, [x, vectors, w], [edge_index], g, v, counts, backends, executor))
 
     def message_passing(product, sh_irreps):
-        from e3nn import o3
+        o3 = peers.e3nn_o3()
 
         def call(x, vectors, w, edge_index):
             sh = o3.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component")
@@ -335,7 +421,7 @@ def conv_case(
         try:
             if peer == "e3nn":
                 product = peers.e3nn_tensor_product(spec, shared_weights=False).to(device=device, dtype=dtype)
-                layout, info = None, {"module": "e3nn.o3.TensorProduct + e3nn SH + index_add"}
+                layout, info = _e3nn_basis(spec, {"module": "e3nn.o3.TensorProduct + e3nn SH + index_add"})
             else:
                 product, perm, info = peers.cueq_channelwise(spec, dtype, device)
                 layout = peers.weight_layout(perm, 2, 3)
@@ -396,7 +482,7 @@ def product_case(
     attrs = torch.nn.functional.one_hot(species, elements).to(dtype)
     g = _randn(gen, (nodes, irreps_out.dim), dtype, device)
     v = [_randn(gen, (nodes, irreps_in.dim), dtype, device)]
-    impls, skipped, reference = [], {}, None
+    impls, skipped, modules = [], {}, []
     for backend in _wanted(backends):
         try:
             module = SymmetricContraction(irreps_in, irreps_out, correlation, elements, backend=backend)
@@ -404,17 +490,32 @@ def product_case(
             skipped[backend] = _first_line(error)
             continue
         module = module.to(device=device, dtype=dtype)
-        if reference is None:
-            reference = module
-        else:
-            module.load_state_dict(reference.state_dict())
+        if modules:
+            module.load_state_dict(modules[0].state_dict())
+        modules.append(module)
         counts = cnt.symmetric_contraction_counts(module, nodes, x.element_size())
         impls.append(_ours(backend, module, [x], [attrs], g, v, counts, backends))
+    reference = modules[0] if modules else None
     if "mace-torch" in peers_wanted:
-        skipped["mace-torch"] = peers.unavailable("mace-torch") or (
-            "mace-torch is importable but mapping our weights onto its SymmetricContraction is not "
-            "implemented: not compared"
-        )
+        reason = peers.unavailable("mace-torch")
+        if reason:
+            skipped["mace-torch"] = reason
+        else:
+            try:
+                theirs, info = peers.mace_torch_contraction(
+                    irreps_in, irreps_out, correlation, elements, dtype, device
+                )
+                for module in modules:  # mace-torch's weights, in every one of ours
+                    load_mace_torch_contraction_weights(module, theirs)
+                layout = Layout(
+                    inputs_to=[lambda t: features_to_mace_torch(t, irreps_in)],
+                    inputs_back=[lambda t: features_from_mace_torch(t, irreps_in)],
+                )
+                impls.append(
+                    _operator("mace-torch", "mace-torch", theirs, [x], [attrs], g, v, layout, info=info)
+                )
+            except Exception as error:  # a peer's failure is reported, never fatal
+                skipped["mace-torch"] = _first_line(error)
     shape = {
         "irreps_in": str(irreps_in),
         "irreps_out": str(irreps_out),
@@ -471,6 +572,24 @@ def _model_passes(model, graph) -> tuple[dict[str, PassFunction], Callable]:
     return {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+bwd+dbwd": fwd_bwd_dbwd}, to_reference
 
 
+def _mace_torch_twin(ours, dtype, device, skipped: dict):
+    """mace-torch's ScaleShiftMACE of our model's hyperparameters, its weights copied into ours
+    (None, with the reason in ``skipped``, when mace-torch is missing or fails)."""
+    from equitensor.interop.mace_torch import mace_torch_model
+
+    reason = peers.unavailable("mace-torch")
+    if reason:
+        skipped["mace-torch"] = reason
+        return None
+    try:
+        theirs = mace_torch_model(ours, dtype).to(device)
+        load_mace_torch_weights(ours, theirs)
+        return theirs
+    except Exception as error:  # a peer's failure is reported, never fatal
+        skipped["mace-torch"] = _first_line(error)
+        return None
+
+
 def model_case(
     model_name: str,
     lmax: int | None,
@@ -496,6 +615,8 @@ def model_case(
     elements = sorted(set(structure.numbers.tolist()))
     impls, skipped, reference = [], {}, None
     names = _wanted(backends) if model_name == "mace" else ["tensornet"]
+    peer = {"mace": "mace-torch", "tensornet": "torchmd-net"}[model_name]
+    theirs = None
     for name in names:
         torch.manual_seed(seed)
         if model_name == "mace":
@@ -514,6 +635,8 @@ def model_case(
         model = model.to(device=device, dtype=dtype)
         if reference is None:
             reference = model
+            if peer == "mace-torch" and peer in peers_wanted:
+                theirs = _mace_torch_twin(reference, dtype, device, skipped)
         else:
             model.load_state_dict(reference.state_dict())
         passes, back = _model_passes(model, graph)
@@ -528,8 +651,13 @@ def model_case(
                 timed=model_name != "mace" or name in backends,
             )
         )
-    peer = {"mace": "mace-torch", "tensornet": "torchmd-net"}[model_name]
-    if peer in peers_wanted:
+    if theirs is not None:
+        try:
+            passes, back, info = peers.mace_torch_model_passes(theirs, reference, graph)
+            impls.append(Implementation(peer, peer, passes, back, info=info))
+        except Exception as error:  # a peer's failure is reported, never fatal
+            skipped[peer] = _first_line(error)
+    elif peer in peers_wanted and peer not in skipped:
         skipped[peer] = peers.unavailable(peer) or (
             f"{peer} is importable but building it with our weights is not implemented: not compared"
         )

@@ -11,7 +11,7 @@ import datetime
 import shlex
 import sys
 
-__all__ = ["add_bench_parser", "parse_ints", "run"]
+__all__ = ["add_bench_parser", "parse_cp_rank", "parse_ints", "run"]
 
 PEERS = {
     "tp": "e3nn,cueq",
@@ -19,7 +19,7 @@ PEERS = {
     "product": "mace-torch",
     "model": "mace-torch,torchmd-net",
 }
-BACKENDS = {"tp": "cg,gaunt,grid", "conv": "cg,so2", "product": "cg", "model": "cg,so2"}
+BACKENDS = {"tp": "cg,gaunt,grid,cp", "conv": "cg,so2,cp", "product": "cg", "model": "cg,so2"}
 
 
 def parse_ints(text: str) -> list[int]:
@@ -39,6 +39,31 @@ def parse_ints(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError(f"no integers in {text!r}")
     return values
+
+
+def parse_cp_rank(text: str) -> int | str:
+    """'full' (the exact construction) or a positive int."""
+    if text.strip().lower() == "full":
+        return "full"
+    try:
+        rank = int(text)
+    except ValueError:
+        rank = 0
+    if rank < 1:
+        raise argparse.ArgumentTypeError(f"--cp-rank must be 'full' or a positive integer, got {text!r}")
+    return rank
+
+
+def _cp_rank_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cp-rank",
+        type=parse_cp_rank,
+        default="full",
+        help="rank of the cp backend (CP-decomposed CG, approximate, opt-in): 'full' (default) is "
+        "each path's exact CP rank, which reproduces cg; an integer R caps every path at R, below a "
+        "path's exact rank the product is approximate and checked against cg within 10x its "
+        "largest path residual",
+    )
 
 
 def _names(text: str) -> list[str]:
@@ -138,7 +163,9 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
     )
     kinds = bench.add_subparsers(dest="bench_command", required=True)
 
-    tp = kinds.add_parser("tp", help="Gaunt product (cg/gaunt/grid) and full tensor product of C channels")
+    tp = kinds.add_parser(
+        "tp", help="Gaunt product (cg/gaunt/grid) and full tensor product (cg/cp) of C channels"
+    )
     _common(tp, "tp", "1-4", "32")
     tp.add_argument("--op", type=_names, default=["gaunt", "full"], help="gaunt, full or both (default both)")
     tp.add_argument("--batch", type=int, default=1000, help="samples (default 1000)")
@@ -148,14 +175,16 @@ def add_bench_parser(commands) -> argparse.ArgumentParser:
         default="2L",
         help="outputs of the Gaunt product up to L or 2L (default 2L, the complete product)",
     )
+    _cp_rank_option(tp)
 
-    conv = kinds.add_parser("conv", help="MACE's edge convolution (cg/so2)")
+    conv = kinds.add_parser("conv", help="MACE's edge convolution (cg/so2/cp)")
     _common(conv, "conv", "1-3", "32")
     conv.add_argument("--edges", type=int, default=20000, help="edges (default 20000)")
     conv.add_argument("--nodes", type=int, default=None, help="nodes (default edges / 16)")
     conv.add_argument(
         "--node-lmax", type=int, default=1, help="node features C x (0e..node_lmax) (default 1)"
     )
+    _cp_rank_option(conv)
 
     product = kinds.add_parser("product", help="MACE's product basis (symmetric contraction)")
     _common(product, "product", "1-3", "32")
@@ -200,7 +229,15 @@ def _jobs(args, dtype, device) -> list:
                             cases.tp_gaunt_case, l, c, args.batch, lmax_out=out, seed=args.seed, **common
                         )
                     else:
-                        build = partial(cases.tp_full_case, l, c, args.batch, seed=args.seed, **common)
+                        build = partial(
+                            cases.tp_full_case,
+                            l,
+                            c,
+                            args.batch,
+                            seed=args.seed,
+                            cp_rank=args.cp_rank,
+                            **common,
+                        )
                     jobs.append((f"tp:{op} L={l} C={c} batch={args.batch}", build))
     elif kind == "conv":
         nodes = args.nodes or max(1, args.edges // 16)
@@ -214,6 +251,7 @@ def _jobs(args, dtype, device) -> list:
                     nodes=nodes,
                     node_lmax=args.node_lmax,
                     seed=args.seed,
+                    cp_rank=args.cp_rank,
                     **common,
                 )
                 jobs.append((f"conv L={l} C={c} edges={args.edges} nodes={nodes}", build))

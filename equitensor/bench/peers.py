@@ -11,6 +11,10 @@ operation, is skipped with a reason (:func:`unavailable`) rather than silently r
   product ``cuet.ChannelWiseTensorProduct`` (weight blocks permuted to cuEquivariance's sorted
   order) and ``cue.descriptors.full_tensor_product``. On CPU only the ``naive`` method exists;
   on CUDA cuEquivariance picks its method, which is recorded.
+- mace-torch (ACEsuit/mace): ``mace.modules.symmetric_contraction.SymmetricContraction`` for the
+  product basis and ``ScaleShiftMACE`` for the whole model, both with ``use_reduced_cg=False``
+  and their weights copied into ours (:mod:`equitensor.interop.mace_torch`), so the same numbers
+  are computed; the model takes mace-torch's input dict built from the same graph.
 """
 
 from __future__ import annotations
@@ -23,15 +27,41 @@ import torch
 from equitensor.bench.passes import Layout
 from equitensor.tp.spec import TensorProductSpec
 
-__all__ = ["cueq_channelwise", "cueq_full_tensor_product", "e3nn_tensor_product", "unavailable"]
+__all__ = [
+    "cueq_channelwise",
+    "cueq_full_tensor_product",
+    "e3nn_o3",
+    "e3nn_tensor_product",
+    "mace_torch_contraction",
+    "mace_torch_model_passes",
+    "unavailable",
+]
 
-_MODULES = {"e3nn": "e3nn", "cueq": "cuequivariance_torch", "mace-torch": "mace", "torchmd-net": "torchmdnet"}
+_MODULES = {
+    "e3nn": "e3nn.o3",
+    "cueq": "cuequivariance_torch",
+    "mace-torch": "mace",
+    "torchmd-net": "torchmdnet",
+}
+
+
+def _import(name: str):
+    """Import ``name``. e3nn < 0.5 (the one mace-torch pins) reads its constants with a bare
+    ``torch.load``, which torch >= 2.6 refuses (weights-only by default) because they hold
+    ``slice`` objects: that one harmless builtin is allowed while importing, nothing else."""
+    with torch.serialization.safe_globals([slice]):
+        return importlib.import_module(name)
+
+
+def e3nn_o3():
+    """``e3nn.o3``, importable with any e3nn version (see :func:`_import`)."""
+    return _import("e3nn.o3")
 
 
 def unavailable(peer: str) -> str | None:
     """Why ``peer`` cannot be used here (None when it imports)."""
     try:
-        importlib.import_module(_MODULES[peer])
+        _import(_MODULES[peer])
     except Exception as error:  # an import of a broken install may raise anything
         return f"{peer} is not importable ({type(error).__name__}: {error})"
     return None
@@ -40,8 +70,7 @@ def unavailable(peer: str) -> str | None:
 def e3nn_tensor_product(spec: TensorProductSpec, *, shared_weights: bool):
     """e3nn ``o3.TensorProduct`` with our spec's irreps, instructions, path weights and
     normalizations, and external weights (same flat layout as ours)."""
-    from e3nn import o3
-
+    o3 = e3nn_o3()
     instructions = [
         (ins.i_in1, ins.i_in2, ins.i_out, ins.connection_mode, ins.has_weight, ins.path_weight)
         for ins in spec.instructions
@@ -56,6 +85,48 @@ def e3nn_tensor_product(spec: TensorProductSpec, *, shared_weights: bool):
         shared_weights=shared_weights,
         internal_weights=False,
     )
+
+
+def e3nn_basis_layout(spec: TensorProductSpec) -> tuple[Layout | None, list[str]]:
+    """Output sign map between the installed e3nn and us, and the paths it flips.
+
+    e3nn < 0.5 (pinned by mace-torch) has the opposite sign of ``wigner_3j`` for some
+    (l1, l2, l3), e.g. (1, 2, 2), (2, 2, 1), (4, 4, 5); its products on those paths are ours
+    times -1 (an equally valid basis choice). Each output block fed by such paths is multiplied
+    by -1 on the way to and from e3nn (None: no path differs, e3nn >= 0.5). Raises ValueError when
+    an output block mixes paths of both signs (no output map exists)."""
+    from equitensor.o3 import wigner_3j
+
+    o3 = e3nn_o3()
+    signs: dict[int, float] = {}
+    flipped = []
+    for ins in spec.instructions:
+        ls = tuple(
+            irreps[i].ir.l
+            for irreps, i in zip(
+                (spec.irreps_in1, spec.irreps_in2, spec.irreps_out), (ins.i_in1, ins.i_in2, ins.i_out)
+            )
+        )
+        theirs, ours = o3.wigner_3j(*ls).double(), wigner_3j(*ls, dtype=torch.float64)
+        if torch.allclose(theirs, ours, atol=1e-6):
+            sign = 1.0
+        elif torch.allclose(theirs, -ours, atol=1e-6):
+            sign = -1.0
+            flipped.append(str(ls))
+        else:
+            raise ValueError(f"e3nn's wigner_3j{ls} is neither ours nor its negative")
+        if signs.setdefault(ins.i_out, sign) != sign:
+            raise ValueError(f"output block {ins.i_out} mixes paths whose e3nn wigner_3j signs differ")
+    if not flipped:
+        return None, []
+    factor = torch.cat(
+        [torch.full((mul * ir.dim,), signs.get(i, 1.0)) for i, (mul, ir) in enumerate(spec.irreps_out)]
+    )
+
+    def flip(t: torch.Tensor) -> torch.Tensor:
+        return t * factor.to(device=t.device, dtype=t.dtype)
+
+    return Layout(output_to=flip, output_back=flip), sorted(set(flipped))
 
 
 def transpose_layout(x: torch.Tensor, irreps, to_ir_mul: bool) -> torch.Tensor:
@@ -150,3 +221,65 @@ def cueq_full_tensor_product(irreps1, irreps2, dtype: torch.dtype, device: torch
     }
     del dtype  # SegmentedPolynomial follows its inputs' dtype
     return (lambda x1, x2: module([x1, x2])[0]), info
+
+
+def _mace_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mace-torch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def mace_torch_contraction(irreps_in, irreps_out, correlation: int, elements: int, dtype, device):
+    """mace-torch's ``SymmetricContraction`` (its own random weights; copy them into ours) and
+    what it is. Its input is (N, C, D): see ``equitensor.interop.mace_torch.features_to_mace_torch``."""
+    from equitensor.interop.mace_torch import mace_torch_contraction as build
+
+    module = build(irreps_in, irreps_out, correlation, elements, dtype).to(device)
+    info = {
+        "module": "mace.modules.symmetric_contraction.SymmetricContraction(use_reduced_cg=False)",
+        "mace-torch": _mace_version(),
+    }
+    return module, info
+
+
+def mace_torch_model_passes(theirs, ours, graph):
+    """Pass functions of mace-torch's model on ``graph`` like ours (``cases._model_passes``):
+    energy; energy and forces; and a training step's gradient of sum(E^2) + sum(F^2) with respect
+    to its parameters, mapped onto our parameters' layout for the check. Returns (passes,
+    to_reference, info)."""
+    from equitensor.interop.mace_torch import gradients_as_ours, mace_torch_inputs, mace_torch_parameter_map
+
+    data = mace_torch_inputs(ours, graph)
+    matches = mace_torch_parameter_map(ours, theirs)
+    tensors = [m.theirs for m in matches if not m.frozen_zero]
+
+    def fwd():
+        with torch.no_grad():
+            return [theirs(data, training=False, compute_force=False)["energy"]]
+
+    def fwd_bwd():
+        out = theirs(data, training=False, compute_force=True)
+        return [out["energy"].detach(), out["forces"].detach()]
+
+    def fwd_bwd_dbwd():
+        out = theirs(data, training=True, compute_force=True)
+        loss = (out["energy"] ** 2).sum() + (out["forces"] ** 2).sum()
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        return [out["energy"].detach(), out["forces"].detach(), *grads]
+
+    def to_reference(pass_name, results):
+        if pass_name != "fwd+bwd+dbwd":
+            return results
+        return results[:2] + gradients_as_ours(ours, matches, list(results[2:]))
+
+    info = {
+        "model": "mace.modules.models.ScaleShiftMACE (RealAgnosticInteractionBlock first, then "
+        "RealAgnosticResidualInteractionBlock, use_reduced_cg=False), our weights",
+        "mace-torch": _mace_version(),
+        "parameters": sum(p.numel() for p in theirs.parameters()),
+    }
+    passes = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+bwd+dbwd": fwd_bwd_dbwd}
+    return passes, to_reference, info

@@ -2,7 +2,9 @@
 
 - Table: one line per timed (case, implementation, pass): median time, interquartile spread,
   repetitions, achieved GFLOP/s and GB/s (from :mod:`equitensor.bench.counts`, '-' where not
-  modelled), peak memory, speed-up over e3nn measured in the same run, and the check result.
+  modelled), peak memory, speed-up over e3nn measured in the same run, and the check result;
+  then notes on implementations (e.g. an approximate backend's rank and residual) and the
+  implementations not timed, with the reason.
 - JSON: ``{"meta": environment, peaks, protocol, command; "cases": descriptions; "rows": rows}``.
 - CSV: the rows (raw repetition times left out; they are in the JSON).
 - Plots (matplotlib, optional extra ``bench``): per operation, pass and size, time against L on
@@ -51,6 +53,8 @@ CSV_FIELDS = (
     "peak_memory_bytes",
     "speedup_vs_e3nn",
     "max_rel_diff",
+    "tolerance",
+    "note",
     "external_cores",
 )
 
@@ -119,6 +123,7 @@ def table(rows: list[dict], meta: dict | None = None) -> str:
             f"{hw['cpu_model']}, {hw['usable_cpus']} usable cores, "
             f"torch threads {hw['torch_num_threads']}{gpu}; "
             f"torch {ver['torch']}, e3nn {ver['e3nn']}, cuequivariance-torch {ver['cuequivariance-torch']}, "
+            f"mace-torch {ver.get('mace-torch')}, "
             f"equitensor {ver['equitensor']} @ {ver['equitensor_git']}",
             peaks_line(meta),
             "",
@@ -167,7 +172,14 @@ def table(rows: list[dict], meta: dict | None = None) -> str:
         for r in rows
         if r["status"] != "timed"
     ]
+    notes = [
+        f"{r['operation']} L={r['lmax']} C={r['channels']} {r['implementation']}: {r['note']}"
+        for r in rows
+        if r.get("note")
+    ]
     parts = head + [format_table(header, body, width=40)]
+    if notes:
+        parts += ["", "Notes:"] + [f"  {line}" for line in dict.fromkeys(notes)]
     if others:
         parts += ["", "Not timed:"] + [f"  {line}" for line in dict.fromkeys(others)]
     return "\n".join(parts)
