@@ -200,6 +200,8 @@ def _path_from_product(ins: Instruction, t: torch.Tensor, w: torch.Tensor | None
     paired 'uu*' modes, and its weights. Returns (z, mul_out, k)."""
     mode, s = ins.connection_mode, _weight_subscript(ins, w)
     if mode == "uvu":
+        if t.shape[2] == 1:  # one x2 channel: scale each u's outputs
+            return t[:, :, 0] if w is None else t[:, :, 0] * w[..., 0].unsqueeze(-1)
         return t.sum(2) if w is None else torch.einsum(f"zuvk,{s}uv->zuk", t, w)
     if mode == "uvv":
         return t.sum(1) if w is None else torch.einsum(f"zuvk,{s}uv->zvk", t, w)
@@ -284,7 +286,12 @@ class CGTensorProduct(nn.Module):
             else:
                 m = _sparse_sum(x2_group, *table).unflatten(-1, (ir1.dim, -1))  # (z, v, i, K)
                 m_paths, t_paths = m.split(sizes, dim=-1), [None] * len(sizes)
-                if any(spec.instructions[p.index].connection_mode in _PRODUCT_MODES for p in group.paths):
+                if mul2 == 1 and all(
+                    spec.instructions[p.index].connection_mode == "uvu" for p in group.paths
+                ):
+                    # one x2 channel: one product for the whole group, weights scale its outputs
+                    t_paths = _bmm(x1_block, m[:, 0]).unsqueeze(2).split(sizes, dim=-1)
+                elif any(spec.instructions[p.index].connection_mode in _PRODUCT_MODES for p in group.paths):
                     equation = "zui,zuik->zuk" if group.paired else "zui,zvik->zuvk"
                     t_paths = torch.einsum(equation, x1_block, m).split(sizes, dim=-1)
 
