@@ -148,6 +148,13 @@ class EdgeConvolution(nn.Module):
         edge_weights: torch.Tensor,
         edge_index: torch.Tensor,
     ) -> torch.Tensor:
+        expected = (edge_vectors.shape[0], self.weight_numel)
+        if edge_weights.shape != expected or node_feats.shape[-1:] != (self.irreps_node.dim,):
+            raise ValueError(
+                f"EdgeConvolution takes node_feats (N, {self.irreps_node.dim}) and edge_weights "
+                f"{expected} for {edge_vectors.shape[0]} edges, got {tuple(node_feats.shape)} and "
+                f"{tuple(edge_weights.shape)}"
+            )
         if self.product is None:
             self._choose_backend(node_feats.device, node_feats.dtype)
         if self.backend == "cuda":  # gathers and sums inside the kernel
@@ -155,13 +162,28 @@ class EdgeConvolution(nn.Module):
             return self.product(node_feats, sh, edge_weights, edge_index)
         sender, receiver = edge_index
         if self.backend == "so2":
-            messages = self.product(node_feats[sender], edge_vectors, edge_weights)
-        else:
-            sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
-            messages = self.product(node_feats[sender], sh, edge_weights)
-        out = messages.new_zeros((node_feats.shape[0], messages.shape[-1]))
-        return out.index_add(0, receiver, messages)
+            return _sum_into(
+                receiver, node_feats, self.product(node_feats[sender], edge_vectors, edge_weights)
+            )
+        sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        output_blocks = getattr(self.product.executor, "output_blocks", None)
+        if output_blocks is None:
+            return _sum_into(receiver, node_feats, self.product(node_feats[sender], sh, edge_weights))
+        # block by block: the per-edge messages are never concatenated (on CPU that copy of an
+        # (edges, dim) tensor costs more than the sums themselves)
+        node_blocks = [
+            node_feats.new_zeros(node_feats.shape[0], mul * ir.dim)
+            if block is None
+            else _sum_into(receiver, node_feats, block)
+            for block, (mul, ir) in zip(output_blocks(node_feats[sender], sh, edge_weights), self.irreps_out)
+        ]
+        return torch.cat(node_blocks, dim=-1) if node_blocks else node_feats.new_zeros(node_feats.shape[0], 0)
 
     def extra_repr(self) -> str:
         mmax = "" if self.mmax is None else f", mmax={self.mmax}"
         return f"{self.irreps_node} x {self.irreps_sh} -> {self.irreps_out}, backend={self.backend!r}{mmax}"
+
+
+def _sum_into(receiver: torch.Tensor, node_feats: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
+    """Sum per-edge ``messages`` (E, d) into their receivers: (num_nodes, d)."""
+    return messages.new_zeros((node_feats.shape[0], messages.shape[-1])).index_add(0, receiver, messages)

@@ -257,6 +257,24 @@ class CGTensorProduct(nn.Module):
         return self._cast[key]
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        blocks = self.output_blocks(x1, x2, weight)
+        if not blocks:
+            return x1.new_zeros(x1.shape[0], 0)
+        z = x1.shape[0]
+        return torch.cat(
+            [
+                x1.new_zeros(z, mul * ir.dim) if b is None else b
+                for b, (mul, ir) in zip(blocks, self.spec.irreps_out)
+            ],
+            dim=-1,
+        )
+
+    def output_blocks(
+        self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None
+    ) -> list[torch.Tensor | None]:
+        """The output block by block, (z, mul * ir.dim) each, ``None`` where no path reaches it:
+        a caller that reduces the output (the edge convolution's sum into receivers) can do so
+        per block instead of materialising the concatenation."""
         spec = self.spec
         z = x1.shape[0]
         ir1s, ir2s, outs = spec.irreps_in1, spec.irreps_in2, spec.irreps_out
@@ -307,10 +325,7 @@ class CGTensorProduct(nn.Module):
                     out = _path_from_x2_contraction(ins, x1_block, m_path, w)
                 contributions[ins.i_out].append(out.reshape(z, out.shape[1] * out.shape[2]))
 
-        blocks = []
-        for (mul, ir), parts in zip(outs, contributions):
-            if not parts:
-                blocks.append(x1.new_zeros(z, mul * ir.dim))
-            else:
-                blocks.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(0))
-        return torch.cat(blocks, dim=-1) if blocks else x1.new_zeros(z, 0)
+        return [
+            None if not parts else parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
+            for parts in contributions
+        ]
