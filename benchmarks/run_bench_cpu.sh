@@ -6,7 +6,9 @@
 #   QUICK=1 bash benchmarks/run_bench_cpu.sh    # tiny sizes, a smoke test -> a temporary folder
 #   MEDIUM=1 bash benchmarks/run_bench_cpu.sh   # reduced sizes (~20 min on 2 cores) -> results/bench/
 #
-# Environment: OUT (output folder), THREADS (torch threads; default all usable cores).
+# Environment: OUT (output folder), THREADS (torch threads; default all usable cores), ONLY (names
+# of the benchmarks to run, e.g. ONLY="product model_cell": mace-torch pins e3nn 0.4.4, so its
+# peers are measured by running those with a Python that has mace-torch, the others without).
 # Every command checks each implementation against the cg reference before timing it and exits
 # non-zero when one disagrees; the script then stops (a wrong result is a bug, not a timing).
 set -euo pipefail
@@ -43,6 +45,9 @@ echo "writing to $OUT (torch threads: $THREADS)"
 run() {  # run NAME ARGS...: one benchmark, its JSON, CSV, plots and terminal table
     local name=$1
     shift
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     equitensor bench "$@" "${COMMON[@]}" \
         --json "$OUT/$name.json" --csv "$OUT/$name.csv" --plot "$OUT/plots/$name" |
         tee "$OUT/$name.txt"
