@@ -58,7 +58,7 @@ run tp_gaunt_c1 tp --op gaunt --lmax "$TP_L" --channels 1 --batch "$TP_BATCH" --
 run tp_gaunt_cmany tp --op gaunt --lmax "$TP_L" --channels "$TP_C_MANY" --batch "$TP_BATCH" \
     --passes fwd,fwd+bwd
 # full tensor product of single-channel inputs (Price-of-Freedom "MIMO"), cg vs e3nn vs cuEquivariance
-run tp_full tp --op full --backends cg --lmax "$TP_L" --channels 1 --batch "$TP_BATCH" --passes fwd,fwd+bwd
+run tp_full tp --op full --backends cg,cp --lmax "$TP_L" --channels 1 --batch "$TP_BATCH" --passes fwd,fwd+bwd
 # MACE edge convolution (cg / so2 vs e3nn, cuEquivariance), with the double backward of force training
 run conv conv --lmax "$CONV_L" --channels "$CONV_C" --edges "$EDGES" --passes fwd,fwd+bwd,fwd+bwd+dbwd
 # MACE product basis (symmetric contraction, correlation 3)

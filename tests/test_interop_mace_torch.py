@@ -62,13 +62,16 @@ def test_twin_model_gives_our_energy_forces_and_training_gradients():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=name)
 
 
-def test_twin_contraction_gives_our_product_basis():
+@pytest.mark.parametrize("lmax_in, lmax_out", [(2, 1), (3, 2)])
+def test_twin_contraction_gives_our_product_basis(lmax_in, lmax_out):
+    """At lmax_in 3, e3nn 0.4's wigner_3j signs flip some of mace-torch's U columns: the loader
+    negates those weights so that the lone contraction computes our function."""
     pytest.importorskip("mace.modules.symmetric_contraction")
     from e3nn import o3
     from mace.modules.irreps_tools import reshape_irreps
 
     torch.manual_seed(0)
-    irreps_in, irreps_out = spherical_irreps(3, 2), spherical_irreps(3, 1)
+    irreps_in, irreps_out = spherical_irreps(3, lmax_in), spherical_irreps(3, lmax_out)
     ours = SymmetricContraction(irreps_in, irreps_out, 3, 2).double()
     theirs = bridge.mace_torch_contraction(irreps_in, irreps_out, 3, 2, torch.float64)
     bridge.load_mace_torch_contraction_weights(ours, theirs)

@@ -237,25 +237,30 @@ def so2_counts(product, nodes: int, edges: int, itemsize: int) -> Counts:
 
 
 def symmetric_contraction_counts(module, nodes: int, itemsize: int) -> Counts:
-    """Counts of ``SymmetricContraction`` (dense Horner scheme as implemented), per node and
-    output irrep (M = 2L+1 components, D coupled dimension, C channels, P_nu paths):
-    element weights 2 n_elements P_nu C for every nu; highest order nu: P D C (scale) +
-    2 C P D M D^(nu-1) (matrix product); each lower order: 2 C P M D^nu + C M D^nu (add)
-    + 2 C M D^nu (contract one copy of A)."""
+    """Counts of ``SymmetricContraction`` (dense Horner scheme as implemented), per output irrep
+    (M = 2L+1 components, D coupled dimension, C channels, E elements, P_nu paths, N nodes,
+    S = M D^(nu-1)): element weights 2 N E P_nu C for every nu below the highest; highest order
+    nu either per node, N (2 E P C + P D C + 2 C P D S), or with the weights folded into U per
+    element (the module's choice), 2 E P C D S + N C E D + 2 N C E D S; each lower order:
+    N (2 C P M D^nu + C M D^nu (add) + 2 C M D^nu (contract one copy of A))."""
     c, dim, elements = module.num_channels, module.coupling_irreps.dim, module.num_elements
-    per_node = 0
+    flops = 0
     for (_, ir_out), paths in zip(module.irreps_out, module.num_paths):
         m = ir_out.dim
         for nu in range(module.correlation, 0, -1):
             p = paths[nu - 1]
-            per_node += 2 * elements * p * c
             if nu == module.correlation:
-                per_node += p * dim * c + 2 * c * p * dim * m * dim ** (nu - 1)
+                size = m * dim ** (nu - 1)
+                if module.folds_weights(nodes, p):
+                    flops += 2 * elements * p * c * dim * size + nodes * c * elements * dim
+                    flops += 2 * nodes * c * elements * dim * size
+                else:
+                    flops += nodes * (2 * elements * p * c + p * dim * c + 2 * c * p * dim * size)
             else:
-                per_node += 2 * c * p * m * dim**nu + 3 * c * m * dim**nu
+                flops += nodes * (2 * elements * p * c + 2 * c * p * m * dim**nu + 3 * c * m * dim**nu)
     weights = sum(p.numel() for p in module.parameters())
     return Counts(
-        flops=float(nodes * per_node),
+        flops=float(flops),
         bytes_in=float(itemsize * (nodes * (module.irreps_in.dim + elements) + weights)),
         bytes_out=float(itemsize * nodes * module.irreps_out.dim),
         formula="product: dense Horner contraction with the generalised CG tensors, as implemented",

@@ -185,10 +185,30 @@ def load_mace_torch_weights(ours: nn.Module, theirs: nn.Module) -> None:
 
 def load_mace_torch_contraction_weights(ours: nn.Module, theirs: nn.Module) -> None:
     """Copy a mace-torch ``SymmetricContraction``'s weights into our
-    :class:`~equitensor.nn.SymmetricContraction` (same irreps, correlation and elements)."""
+    :class:`~equitensor.nn.SymmetricContraction` (same irreps, correlation and elements) so
+    that both compute the same function of the same features.
+
+    mace-torch built on e3nn < 0.5 has other signs for some ``wigner_3j``, so some columns of
+    its coupling tensors U are the negatives of ours: the weights of those columns are negated.
+    (Inside a whole model those signs cancel against its convolution's, and
+    :func:`load_mace_torch_weights` copies the weights as they are.)"""
+    from equitensor.nn.symmetric_contraction import generalized_cg
+
     matches = _contraction_matches(ours, theirs)
     _check_complete(ours, matches)
     _copy(ours, matches, "SymmetricContraction parameter")
+    for k, ((_, ir_out), contraction) in enumerate(zip(ours.irreps_out, theirs.contractions)):
+        for nu in range(1, ours.correlation + 1):
+            u_ours = generalized_cg(ours.coupling_irreps, ir_out, nu)
+            u_theirs = getattr(contraction, f"U_matrix_{nu}").to(torch.float64).reshape(u_ours.shape)
+            signs = torch.sign((u_ours * u_theirs).flatten(0, -2).sum(0))
+            if not torch.allclose(u_theirs, u_ours * signs, atol=1e-10):
+                raise ValueError(
+                    f"output block {k} ({ir_out}), order {nu}: mace-torch's coupling tensor differs "
+                    "from ours by more than column signs"
+                )
+            with torch.no_grad():
+                ours.weights[k][nu - 1].mul_(signs.to(ours.weights[k][nu - 1])[None, :, None])
 
 
 def gradients_as_ours(

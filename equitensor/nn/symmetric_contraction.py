@@ -205,6 +205,11 @@ class SymmetricContraction(nn.Module):
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
 
+    def folds_weights(self, nodes: int, paths: int) -> bool:
+        """Whether the highest order (with ``paths`` paths) folds the weights into U per element
+        for ``nodes`` nodes: cheaper when E P + N E < N P (see ``_highest_order``)."""
+        return self.num_elements * (paths + nodes) < nodes * paths
+
     def _highest_order(
         self,
         u: torch.Tensor,
@@ -222,7 +227,7 @@ class SymmetricContraction(nn.Module):
         """
         n, c, dim = features.shape
         elements, paths = self.num_elements, u.shape[0]
-        if elements * paths + n * elements < n * paths:
+        if self.folds_weights(n, paths):
             folded = torch.einsum("epc,pq->ceq", weight, u.reshape(paths, dim * size))
             folded = folded.reshape(c, elements * dim, size)
             outer = node_attrs[:, None, :, None] * features[:, :, None, :]  # (N, C, E, D)
