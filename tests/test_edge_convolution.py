@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from equitensor import EdgeConvolution, Irreps, TensorProduct, spherical_harmonics
+from equitensor import (
+    EdgeConvolution,
+    FullyConnectedTensorProduct,
+    Irreps,
+    TensorProduct,
+    spherical_harmonics,
+)
 from equitensor.testing import assert_equivariant
 from equitensor.tp import edge_product_irreps
 
@@ -76,3 +82,37 @@ def test_so2_state_dict_interchangeable_with_cg():
     cg = EdgeConvolution("2x0e+2x1o", "0e+1o")
     so2 = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="so2")
     assert set(cg.state_dict()) == set(so2.state_dict())
+
+
+def _values_and_derivatives(conv, x, vectors, w, edge_index):
+    """Output, first derivatives and a second derivative (through the force-like gradient)."""
+    out = conv(x, vectors, w, edge_index)
+    probe = torch.randn_like(out, generator=torch.Generator().manual_seed(1))
+    gx, gv, gw = torch.autograd.grad((out * probe).sum(), [x, vectors, w], create_graph=True)
+    (second,) = torch.autograd.grad(gv.square().sum(), [w])
+    return [out, gx, gv, gw, second]
+
+
+def test_cpu_chunks_of_edges_give_the_same_numbers(monkeypatch):
+    """On CPU the cg backend computes the edges (and a plain product's rows) in chunks; with
+    chunks of a few rows every value and derivative equals the all-rows-at-once result."""
+    from equitensor.tp.backends import cg
+
+    conv = EdgeConvolution("3x0e+3x1o+3x2e", "0e+1o+2e", "0e+1o+2e+1e")
+    edge_index, vectors = random_graph(7, 40)
+    x = torch.randn(7, conv.irreps_node.dim, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(40, conv.weight_numel, dtype=torch.float64, requires_grad=True)
+    vectors.requires_grad_(True)
+    whole = _values_and_derivatives(conv, x, vectors, w, edge_index)
+    tp = FullyConnectedTensorProduct("3x0e+3x1o", "0e+1o+2e", "2x0e+2x1o+2x2e")  # shared, uvw
+    x1 = torch.randn(30, tp.irreps_in1.dim, dtype=torch.float64, requires_grad=True)
+    x2 = torch.randn(30, tp.irreps_in2.dim, dtype=torch.float64)
+    tp_whole = tp.double()(x1, x2)
+    assert conv.product.executor.rows_per_chunk(x) >= 40  # the default takes all rows at once here
+    monkeypatch.setattr(cg, "CPU_CHUNK_BYTES", 7 * 8 * 60)  # a few rows per chunk
+    assert 1 < conv.product.executor.rows_per_chunk(x) < 40
+    assert tp.executor.rows_per_chunk(x1) < 30
+    chunked = _values_and_derivatives(conv, x, vectors, w, edge_index)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tp(x1, x2), tp_whole, rtol=1e-12, atol=1e-12)

@@ -166,18 +166,20 @@ class EdgeConvolution(nn.Module):
                 receiver, node_feats, self.product(node_feats[sender], edge_vectors, edge_weights)
             )
         sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
-        output_blocks = getattr(self.product.executor, "output_blocks", None)
-        if output_blocks is None:
+        executor = self.product.executor
+        if not hasattr(executor, "output_blocks"):
             return _sum_into(receiver, node_feats, self.product(node_feats[sender], sh, edge_weights))
-        # block by block: the per-edge messages are never concatenated (on CPU that copy of an
-        # (edges, dim) tensor costs more than the sums themselves)
-        node_blocks = [
-            node_feats.new_zeros(node_feats.shape[0], mul * ir.dim)
-            if block is None
-            else _sum_into(receiver, node_feats, block)
-            for block, (mul, ir) in zip(output_blocks(node_feats[sender], sh, edge_weights), self.irreps_out)
-        ]
-        return torch.cat(node_blocks, dim=-1) if node_blocks else node_feats.new_zeros(node_feats.shape[0], 0)
+        # block by block and, on CPU, in chunks of edges summed into one buffer per block: the
+        # per-edge messages of all edges are never materialised or concatenated
+        out = [node_feats.new_zeros(node_feats.shape[0], mul * ir.dim) for mul, ir in self.irreps_out]
+        rows = executor.rows_per_chunk(node_feats)
+        for start in range(0, sender.shape[0], rows):
+            part = slice(start, start + rows)
+            blocks = executor.output_blocks(node_feats[sender[part]], sh[part], edge_weights[part])
+            for k, block in enumerate(blocks):
+                if block is not None:
+                    out[k].index_add_(0, receiver[part], block)
+        return torch.cat(out, dim=-1) if out else node_feats.new_zeros(node_feats.shape[0], 0)
 
     def extra_repr(self) -> str:
         mmax = "" if self.mmax is None else f", mmax={self.mmax}"

@@ -27,6 +27,7 @@ the CG constants.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
 
 import torch
 from torch import nn
@@ -128,6 +129,12 @@ def _contraction_table(spec: TensorProductSpec, group: _Group) -> tuple[torch.Te
         return (dense.reshape(i * j, k),)
     return _gather_table(dense.permute(0, 2, 1).reshape(i * k, j))
 
+
+# On CPU the batch is computed in chunks of rows whose inputs, weights and outputs take about
+# this many bytes: their intermediates then stay in cache and below glibc's mmap threshold, so
+# they are not page-faulted in afresh on every call (fwd+bwd of a 64-channel L=3 uvu product
+# on 20000 rows: 1.9x faster than all rows at once on a 2-core EPYC).
+CPU_CHUNK_BYTES = 16 * 2**20
 
 # Relative cost of a gathered multiply-add against one inside a matrix product.
 _GATHER_COST = 10
@@ -256,7 +263,25 @@ class CGTensorProduct(nn.Module):
             ]
         return self._cast[key]
 
+    def rows_per_chunk(self, x: torch.Tensor) -> int:
+        """How many rows of ``x``'s batch to compute at once: on CPU, as many as keep one chunk's
+        inputs, weights and outputs near ``CPU_CHUNK_BYTES``; elsewhere all of them."""
+        if x.device.type != "cpu":
+            return max(x.shape[0], 1)
+        spec = self.spec
+        per_row = spec.irreps_in1.dim + spec.irreps_in2.dim + spec.weight_numel + spec.irreps_out.dim
+        return max(1, CPU_CHUNK_BYTES // (x.element_size() * per_row))
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        rows = self.rows_per_chunk(x1)
+        if x1.shape[0] <= rows:
+            return self._forward_rows(x1, x2, weight)
+        per_sample = weight is not None and weight.dim() == 2
+        weights = weight.split(rows) if per_sample else repeat(weight)
+        chunks = zip(x1.split(rows), x2.split(rows), weights)
+        return torch.cat([self._forward_rows(a, b, w) for a, b, w in chunks])
+
+    def _forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         blocks = self.output_blocks(x1, x2, weight)
         if not blocks:
             return x1.new_zeros(x1.shape[0], 0)
