@@ -1,9 +1,11 @@
 // Fused edge convolution: out[r] = sum_{edges e: s -> r} TP_uvu(x[s], Y[e], w[e]).
 //
 // Compiled at run time by equitensor.kernels (NVRTC) with
-//   -DET_SCALAR=float|double  and the generated header edge_conv_config.cuh
+//   -DET_SCALAR=float|double -DET_GENERATED_CONFIG  and the generated header edge_conv_config.cuh
 // (sizes, per-channel unrolled products with the CG constants as literals; see
 // equitensor/kernels/edge_conv_codegen.py). No standard headers: NVRTC has none.
+// Compiled on its own (nvcc cuda/edge_conv.cu) it takes float and the committed example
+// configuration edge_conv_example_config.cuh, so the file always compiles as it stands.
 //
 // Layout: node features, outputs and their gradients are ir_mul (element (m, u) of a block at
 // offset + m * mul + u); SH rows are (E, ET_SH_DIM); weights (E, ET_WEIGHT_NUMEL) in the
@@ -23,7 +25,7 @@
 // Index tensors are int64. Row offsets are computed in 64 bits (E * ET_WEIGHT_NUMEL > 2^31).
 
 #ifndef ET_SCALAR
-#error "edge_conv.cu needs -DET_SCALAR=float or -DET_SCALAR=double"
+#define ET_SCALAR float  // equitensor.kernels always passes float or double
 #endif
 
 #define ET_WARP 32
@@ -44,7 +46,11 @@ __device__ __forceinline__ void et_put(T* address, const T value) {
 }
 
 // the generated per-configuration part: sizes and unrolled per-channel products (uses et_put)
+#ifdef ET_GENERATED_CONFIG
 #include "edge_conv_config.cuh"
+#else
+#include "edge_conv_example_config.cuh"
+#endif
 
 #ifndef ET_GENERATED
 #error "edge_conv.cu needs the generated header edge_conv_config.cuh"

@@ -16,7 +16,12 @@ from kernels_helpers import CONFIGS, cg_conv
 
 from equitensor.kernels import edge_conv_cuda
 from equitensor.kernels.compile import compile_cubin, cuda_source
-from equitensor.kernels.edge_conv_codegen import HEADER_NAME, generate_header
+from equitensor.kernels.edge_conv_codegen import (
+    EXAMPLE_HEADER_NAME,
+    HEADER_NAME,
+    example_header,
+    generate_header,
+)
 from equitensor.kernels.edge_conv_ops import GRAD_SH, GRAD_W, GRAD_X, reference_backward, reference_forward
 from equitensor.kernels.edge_conv_plan import plan_from_key
 
@@ -46,11 +51,29 @@ def test_every_cu_file_is_known():
 def test_nvcc_compiles(source, scalar, config, tmp_path):
     for name, text in headers_for(source, config).items():
         (tmp_path / name).write_text(text)
-    command = [NVCC, "--std=c++17", "-arch=sm_90", "--ptx", f"-DET_SCALAR={scalar}", "-I", str(tmp_path)]
+    command = [NVCC, "--std=c++17", "-arch=sm_90", "--ptx", f"-DET_SCALAR={scalar}", "-DET_GENERATED_CONFIG"]
+    command += ["-I", str(tmp_path)]
     command += ["-o", str(tmp_path / "out.ptx"), str(CUDA_DIR / source)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, f"nvcc failed on cuda/{source} ({scalar}, {config}):\n{result.stderr}"
     assert ".entry et_" in (tmp_path / "out.ptx").read_text()
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("source", CU_FILES)
+def test_nvcc_compiles_each_file_as_it_stands(source, tmp_path):
+    """`nvcc -c cuda/X.cu` with no options (the committed example configuration, float)."""
+    command = [NVCC, "-c", str(CUDA_DIR / source), "-o", str(tmp_path / "out.o")]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, f"nvcc failed on cuda/{source} as it stands:\n{result.stderr}"
+
+
+def test_committed_example_header_is_the_generated_one():
+    committed = (CUDA_DIR / EXAMPLE_HEADER_NAME).read_text()
+    assert committed == example_header(), (
+        f"cuda/{EXAMPLE_HEADER_NAME} is stale: python -m equitensor.kernels.edge_conv_codegen "
+        f"> cuda/{EXAMPLE_HEADER_NAME}"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -26,7 +26,7 @@ def _header(key: str) -> str:
 
 
 def compile_options(dtype: torch.dtype) -> tuple[str, ...]:
-    return (f"-DET_SCALAR={_SCALAR[dtype]}", f"-DET_WARPS={WARPS}")
+    return (f"-DET_SCALAR={_SCALAR[dtype]}", f"-DET_WARPS={WARPS}", "-DET_GENERATED_CONFIG")
 
 
 def headers(plan: EdgeConvPlan) -> dict[str, str]:
