@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from equitensor.nn.symmetric_contraction import SymmetricContraction
+
 __all__ = [
     "ParameterMatch",
     "features_from_mace_torch",
@@ -99,13 +101,15 @@ def _radial_output_permutation(interaction) -> Callable[[torch.Tensor], torch.Te
 
 
 def mace_torch_parameter_map(ours: nn.Module, theirs: nn.Module) -> list[ParameterMatch]:
-    """Every parameter of our :class:`~equitensor.models.MACE` (``product_backend='cg'``) with
-    its counterpart in a mace-torch ``ScaleShiftMACE`` of the same hyperparameters, in the order
-    of ``ours.named_parameters()``. Raises ValueError when the architectures differ."""
-    if ours.config.get("product_backend", "cg") != "cg":
+    """Every parameter of our :class:`~equitensor.models.MACE` (a symmetric-contraction
+    ``product_backend``: 'cg' or 'sparse') with its counterpart in a mace-torch ``ScaleShiftMACE``
+    of the same hyperparameters, in the order of ``ours.named_parameters()``. Raises ValueError
+    when the architectures differ."""
+    if ours.config.get("product_backend", "cg") not in SymmetricContraction.backends:
         raise ValueError(
-            "only a MACE with product_backend='cg' (MACE's symmetric contraction) has mace-torch "
-            f"counterparts, got product_backend={ours.config['product_backend']!r}"
+            f"only a MACE whose product basis is MACE's symmetric contraction (product_backend in "
+            f"{SymmetricContraction.backends}) has mace-torch counterparts, got "
+            f"product_backend={ours.config['product_backend']!r}"
         )
     layers = (ours.interactions, theirs.interactions, ours.products, theirs.products)
     if len({len(x) for x in layers}) != 1:
@@ -250,7 +254,7 @@ def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.
     o3 = import_module("e3nn.o3")  # after mace, which makes its pinned e3nn importable
 
     config = ours.config
-    if config.get("product_backend", "cg") != "cg":
+    if config.get("product_backend", "cg") not in SymmetricContraction.backends:
         raise ValueError(f"mace-torch has no product_backend={config['product_backend']!r}")
 
     def build() -> nn.Module:

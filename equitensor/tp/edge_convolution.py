@@ -11,6 +11,8 @@ equivariant, but an approximation of the cg product unless mmax >= every path's 
 ``cp`` (CP-decomposed CG tensors, ``equitensor.tp.backends.cp``) takes ``rank=`` and, below the
 exact rank, ``allow_approximate=True``; other keyword options go to the backend's builder.
 ``auto`` measures the exact ones once and keeps the fastest (see ``EdgeConvolution``).
+``sparse`` fuses gather, product and sum in one compiled C++ pass over the edges and the non-zero
+CG coefficients (CPU; one multiplicity for all node blocks, see ``equitensor.tp.backends.sparse``).
 ``cuda`` fuses gather, product and sum in one generated CUDA kernel (``equitensor.kernels``;
 CUDA tensors only, needs CuPy); option ``deterministic=True`` sums without atomics.
 ``gaunt`` (2D FFT) and ``grid`` (S2 quadrature) compute the product pointwise on the sphere, exactly
@@ -28,6 +30,7 @@ from equitensor.irreps import Irreps
 from equitensor.o3 import spherical_harmonics
 from equitensor.tp.backends.auto import check_auto_options, choose_backend, edge_convolution_step
 from equitensor.tp.backends.so2 import SO2EdgeProduct
+from equitensor.tp.backends.sparse import SparseEdgeProduct
 from equitensor.tp.spec import TensorProductSpec
 from equitensor.tp.tensor_product import TensorProduct
 
@@ -67,7 +70,7 @@ class EdgeConvolution(nn.Module):
     dtype); then ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
     """
 
-    backends = ("cg", "so2", "cp", "cuda", "gaunt", "grid")
+    backends = ("cg", "so2", "sparse", "cp", "cuda", "gaunt", "grid")
 
     def __init__(
         self,
@@ -109,6 +112,12 @@ class EdgeConvolution(nn.Module):
             from equitensor.kernels.edge_conv import FusedEdgeProduct
 
             self.product = FusedEdgeProduct(spec, **backend_options)
+        elif backend == "sparse":
+            if backend_options:
+                raise ValueError(
+                    f"the 'sparse' EdgeConvolution takes no options, got {sorted(backend_options)}"
+                )
+            self.product = SparseEdgeProduct(spec)
         else:
             self.product = TensorProduct(
                 self.irreps_node,
@@ -157,7 +166,7 @@ class EdgeConvolution(nn.Module):
             )
         if self.product is None:
             self._choose_backend(node_feats.device, node_feats.dtype)
-        if self.backend == "cuda":  # gathers and sums inside the kernel
+        if self.backend in ("cuda", "sparse"):  # gathers and sums inside the kernel
             sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
             return self.product(node_feats, sh, edge_weights, edge_index)
         sender, receiver = edge_index

@@ -10,7 +10,7 @@ compute exactly. A new backend registers its record when its module is imported 
 
 from __future__ import annotations
 
-from equitensor.tp.backends import cp, cuda, gaunt, grid, so2  # noqa: F401  (register their records)
+from equitensor.tp.backends import cp, cuda, gaunt, grid, so2, sparse  # noqa: F401  (register their records)
 from equitensor.tp.backends.capabilities import (
     BackendCapabilities,
     Limitation,

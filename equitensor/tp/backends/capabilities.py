@@ -21,7 +21,7 @@ from torch import nn
 from equitensor.tp.spec import TensorProductSpec
 
 #: Operations a backend may compute (``BackendCapabilities.operations``).
-OPERATIONS = ("tensor_product", "gaunt_product", "edge_convolution")
+OPERATIONS = ("tensor_product", "gaunt_product", "edge_convolution", "product_basis")
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def _build_cg(spec: TensorProductSpec, **options) -> nn.Module:
 CG = BackendCapabilities(
     name="cg",
     summary="Clebsch-Gordan reference in pure PyTorch (sparse real CG tensors)",
-    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    operations=("tensor_product", "gaunt_product", "edge_convolution", "product_basis"),
     paths="all parity-allowed paths",
     weights="per path: every e3nn mode, shared or per sample",
     exact=True,

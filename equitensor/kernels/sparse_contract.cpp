@@ -1,0 +1,286 @@
+// equitensor::sparse_contract — a multilinear map given by its non-zero coefficients, on CPU.
+//
+//   out[o(r), t_out, c] += coef[t] * prod_k in_k[i_k(r), t_k, c]     for every row r and term t
+//
+// Every operand is either channelled, (rows, D, C) with the C channels innermost, or not,
+// (rows, D), broadcast over the channels (an input) or summed over them (the output).
+// i_k(r) / o(r) are optional row indices (gather / scatter); without one, row r itself.
+// `components` (T, K+1) int32 lists each term's component of every input and of the output,
+// `coefficients` (T,) float64 its value. The edge convolution (x[sender] Y[edge] w[edge] ->
+// receiver) and MACE's product basis (W[element] A A A -> node) are both such maps, and so is
+// every derivative of one (the same map with an input and the output swapped), which is how
+// the Python side builds derivatives of any order from this one kernel.
+//
+// Parallel over rows when the output rows are the rows themselves (no two threads write one
+// row); over channel ranges when rows scatter into shared output rows; otherwise serial.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+constexpr int kMaxInputs = 4;
+
+struct Term {
+  double coef;
+  int64_t offset[kMaxInputs + 1];  // component offset into each input row, then the output row
+};
+
+template <typename T, int M>
+inline void accumulate(T* __restrict__ out, const T* const* p, T s, int64_t n) {
+  if constexpr (M == 0) {
+    for (int64_t c = 0; c < n; ++c) out[c] += s;
+  } else if constexpr (M == 1) {
+    const T* __restrict__ a = p[0];
+    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c];
+  } else if constexpr (M == 2) {
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c];
+  } else if constexpr (M == 3) {
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+    const T* __restrict__ d = p[2];
+    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c];
+  } else {
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+    const T* __restrict__ d = p[2];
+    const T* __restrict__ e = p[3];
+    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c] * e[c];
+  }
+}
+
+template <typename T, int M>
+inline T channel_sum(const T* const* p, int64_t n) {
+  T acc = 0;
+  if constexpr (M == 0) {
+    acc = static_cast<T>(n);
+  } else if constexpr (M == 1) {
+    for (int64_t c = 0; c < n; ++c) acc += p[0][c];
+  } else if constexpr (M == 2) {
+    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c];
+  } else if constexpr (M == 3) {
+    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c] * p[2][c];
+  } else {
+    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c] * p[2][c] * p[3][c];
+  }
+  return acc;
+}
+
+struct Operand {
+  const void* data;
+  int64_t row_stride;
+  const int64_t* index;  // nullptr: row r
+  bool channelled;
+};
+
+// One block of rows [r0, r1) and channels [c0, c1): the whole kernel, for M channelled inputs.
+template <typename T, int M, bool OUT_CHANNELLED>
+void contract_block(const std::vector<Operand>& in, const std::vector<int>& channelled,
+                    const std::vector<int>& scalar, T* out, int64_t out_stride, const int64_t* out_index,
+                    const std::vector<Term>& terms, int64_t channels, int64_t r0, int64_t r1, int64_t c0,
+                    int64_t c1) {
+  const int K = static_cast<int>(in.size());
+  const T* base[kMaxInputs];
+  const T* p[kMaxInputs > 0 ? kMaxInputs : 1];
+  const int64_t width = c1 - c0;
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int k = 0; k < K; ++k) {
+      const int64_t row = in[k].index ? in[k].index[r] : r;
+      base[k] = static_cast<const T*>(in[k].data) + row * in[k].row_stride;
+    }
+    T* out_row = out + (out_index ? out_index[r] : r) * out_stride;
+    for (const Term& term : terms) {
+      T s = static_cast<T>(term.coef);
+      for (int k : scalar) s *= base[k][term.offset[k]];
+      if (s == T(0)) continue;
+      for (int m = 0; m < M; ++m) {
+        const int k = channelled[m];
+        p[m] = base[k] + term.offset[k] + c0;
+      }
+      if constexpr (OUT_CHANNELLED) {
+        accumulate<T, M>(out_row + term.offset[K] + c0, p, s, width);
+      } else {
+        out_row[term.offset[K]] += s * channel_sum<T, M>(p, channels);
+      }
+    }
+  }
+}
+
+template <typename T, int M, bool OUT_CHANNELLED>
+void contract(const std::vector<Operand>& in, const std::vector<int>& channelled, const std::vector<int>& scalar,
+              T* out, int64_t out_stride, const int64_t* out_index, const std::vector<Term>& terms,
+              int64_t rows, int64_t channels) {
+  const int64_t width = std::max<int64_t>(channels, 1);
+  auto rows_block = [&](int64_t r0, int64_t r1) {
+    contract_block<T, M, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, width, r0,
+                                         r1, 0, width);
+  };
+  if (out_index == nullptr) {  // every row writes its own output row
+    const int64_t cost = std::max<int64_t>(1, static_cast<int64_t>(terms.size()) * width);
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / cost), rows_block);
+  } else if (OUT_CHANNELLED && channels > 1) {  // rows scatter: threads own channel ranges
+    const int64_t threads = at::get_num_threads();
+    const int64_t step = std::max<int64_t>(8, (channels + threads - 1) / threads);
+    const int64_t blocks = (channels + step - 1) / step;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * step, c1 = std::min(channels, c0 + step);
+        contract_block<T, M, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, width,
+                                             0, rows, c0, c1);
+      }
+    });
+  } else {
+    rows_block(0, rows);
+  }
+}
+
+template <typename T, bool OUT_CHANNELLED>
+void dispatch_m(int m, const std::vector<Operand>& in, const std::vector<int>& channelled,
+                const std::vector<int>& scalar, T* out, int64_t out_stride, const int64_t* out_index,
+                const std::vector<Term>& terms, int64_t rows, int64_t channels) {
+  switch (m) {
+    case 0:
+      return contract<T, 0, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
+                                            channels);
+    case 1:
+      return contract<T, 1, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
+                                            channels);
+    case 2:
+      return contract<T, 2, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
+                                            channels);
+    case 3:
+      return contract<T, 3, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
+                                            channels);
+    default:
+      return contract<T, 4, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
+                                            channels);
+  }
+}
+
+int64_t index_rows(const at::Tensor& index, const char* what) {
+  TORCH_CHECK(index.dim() == 1 && index.scalar_type() == at::kLong && index.is_contiguous(),
+              "sparse_contract: ", what, " must be a contiguous 1-D int64 tensor, got ", index.scalar_type(),
+              " of shape ", index.sizes());
+  return index.size(0);
+}
+
+at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
+                           const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim,
+                           int64_t channels, const at::Tensor& components, const at::Tensor& coefficients) {
+  const int K = static_cast<int>(inputs.size());
+  TORCH_CHECK(K >= 1 && K <= kMaxInputs, "sparse_contract: 1 to ", kMaxInputs, " inputs, got ", K);
+  TORCH_CHECK(static_cast<int>(indices.size()) == K, "sparse_contract: one index (or None) per input");
+  TORCH_CHECK(components.dim() == 2 && components.size(1) == K + 1 && components.scalar_type() == at::kInt,
+              "sparse_contract: components must be int32 (terms, inputs + 1), got ", components.sizes());
+  TORCH_CHECK(coefficients.dim() == 1 && coefficients.size(0) == components.size(0) &&
+                  coefficients.scalar_type() == at::kDouble,
+              "sparse_contract: coefficients must be float64 (terms,)");
+  const auto dtype = inputs[0].scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "sparse_contract: float32 or float64, got ", dtype);
+
+  // rows of the loop: from an index, else from the rows of an unindexed operand
+  int64_t rows = -1;
+  auto agree = [&](int64_t n, const char* what) {
+    TORCH_CHECK(rows < 0 || rows == n, "sparse_contract: ", what, " has ", n, " rows, expected ", rows);
+    rows = n;
+  };
+  std::vector<Operand> operands(K);
+  std::vector<int> channelled, scalar;
+  std::vector<int64_t> dims(K);
+  for (int k = 0; k < K; ++k) {
+    const at::Tensor& x = inputs[k];
+    TORCH_CHECK(x.scalar_type() == dtype && x.device().is_cpu() && x.is_contiguous(),
+                "sparse_contract: input ", k, " must be a contiguous CPU tensor of ", dtype);
+    TORCH_CHECK(x.dim() == 2 || x.dim() == 3, "sparse_contract: input ", k, " must be (rows, D) or (rows, D, C)");
+    const bool has_channels = x.dim() == 3;
+    if (has_channels) {
+      TORCH_CHECK(channels == 0 || x.size(2) == channels || channels < 0, "sparse_contract: input ", k, " has ",
+                  x.size(2), " channels, expected ", channels);
+      channelled.push_back(k);
+    } else {
+      scalar.push_back(k);
+    }
+    dims[k] = x.size(1);
+    const std::optional<at::Tensor> index = indices.get(k);
+    const int64_t* index_data = nullptr;
+    if (index.has_value()) {
+      agree(index_rows(*index, "an input index"), "an input index");
+      index_data = index->data_ptr<int64_t>();
+    } else {
+      agree(x.size(0), "an unindexed input");
+    }
+    operands[k] = {x.data_ptr(), x.stride(0), index_data, has_channels};
+  }
+  int64_t num_channels = 1;
+  for (int k : channelled) num_channels = inputs[k].size(2);
+  for (int k : channelled)
+    TORCH_CHECK(inputs[k].size(2) == num_channels, "sparse_contract: inputs have different channel counts");
+  TORCH_CHECK(channels == 0 || channelled.empty() || channels == num_channels,
+              "sparse_contract: output channels ", channels, " differ from the inputs' ", num_channels);
+  if (channels > 0) num_channels = channels;
+  const bool out_channelled = channels > 0;
+  const int64_t* out_index_data = nullptr;
+  if (out_index.has_value()) {
+    agree(index_rows(*out_index, "out_index"), "out_index");
+    out_index_data = out_index->data_ptr<int64_t>();
+  } else {
+    agree(out_rows, "the output");
+  }
+  if (rows < 0) rows = 0;
+
+  // terms with their component offsets, checked against the operands' sizes
+  const int64_t T = components.size(0);
+  const auto comp = components.contiguous();
+  const int32_t* cdata = comp.data_ptr<int32_t>();
+  const double* coef = coefficients.contiguous().data_ptr<double>();
+  std::vector<Term> terms(T);
+  for (int64_t t = 0; t < T; ++t) {
+    terms[t].coef = coef[t];
+    for (int k = 0; k <= K; ++k) {
+      const int64_t i = cdata[t * (K + 1) + k];
+      const int64_t dim = k < K ? dims[k] : out_dim;
+      TORCH_CHECK(i >= 0 && i < dim, "sparse_contract: term ", t, " component ", i, " out of range ", dim);
+      const bool ch = k < K ? operands[k].channelled : out_channelled;
+      terms[t].offset[k] = ch ? i * num_channels : i;
+    }
+  }
+  auto check_index = [&](const int64_t* index, int64_t limit, const char* what) {
+    if (index == nullptr) return;
+    for (int64_t r = 0; r < rows; ++r)
+      TORCH_CHECK(index[r] >= 0 && index[r] < limit, "sparse_contract: ", what, " ", index[r],
+                  " out of range ", limit);
+  };
+  for (int k = 0; k < K; ++k) check_index(operands[k].index, inputs[k].size(0), "input row");
+  check_index(out_index_data, out_rows, "output row");
+
+  auto out = out_channelled ? at::zeros({out_rows, out_dim, num_channels}, inputs[0].options())
+                            : at::zeros({out_rows, out_dim}, inputs[0].options());
+  const int64_t out_stride = out.stride(0);
+  const int m = static_cast<int>(channelled.size());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "sparse_contract", [&] {
+    if (out_channelled) {
+      dispatch_m<scalar_t, true>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_stride,
+                                 out_index_data, terms, rows, num_channels);
+    } else {
+      dispatch_m<scalar_t, false>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_stride,
+                                  out_index_data, terms, rows, channelled.empty() ? 1 : num_channels);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(equitensor, m) {
+  m.def(
+      "sparse_contract(Tensor[] inputs, Tensor?[] indices, Tensor? out_index, int out_rows, int out_dim, "
+      "int channels, Tensor components, Tensor coefficients) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(equitensor, CPU, m) { m.impl("sparse_contract", &sparse_contract); }

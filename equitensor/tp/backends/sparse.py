@@ -1,0 +1,146 @@
+"""The ``sparse`` backend: compiled C++ CPU kernels that loop over the non-zero coefficients only.
+
+Both hot operations of MACE-like models run on one kernel, ``equitensor::sparse_contract``
+(:mod:`equitensor.kernels.sparse_contract`: channels innermost, gather and scatter fused in, any
+derivative order from the same kernel):
+
+* the edge convolution (``EdgeConvolution(backend="sparse")``):
+  ``out[receiver, k, c] += C[i, j, k] x[sender, i, c] Y[edge, j] w[edge, path, c]`` over the
+  non-zero real CG coefficients of every 'uvu' path, one pass over the edges, no per-edge
+  message tensor;
+* the product basis (``SymmetricContraction(backend="sparse")``), see
+  :mod:`equitensor.nn.symmetric_contraction`.
+
+The edge convolution needs one multiplicity for every node-feature block (MACE's case) and
+weighted 'uvu' paths with SH blocks of multiplicity 1; other specs are refused naming the path.
+CPU tensors only. The C++ source is compiled at first use and cached; where it cannot be built,
+``available`` says why and ``auto`` does not consider it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from equitensor.kernels.edge_conv import ir_mul_to_mul_ir, mul_ir_to_ir_mul
+from equitensor.kernels.edge_conv_plan import edge_conv_limitations, plan_from_key, plan_key
+from equitensor.tp.backends.capabilities import BackendCapabilities, Limitation, register_backend
+from equitensor.tp.spec import TensorProductSpec
+
+
+def sparse_limitations(spec: TensorProductSpec) -> list[Limitation]:
+    """Why the kernels cannot compute ``spec`` as an edge convolution: non-'uvu' or unweighted
+    paths, SH blocks of multiplicity > 1, or node blocks of different multiplicities."""
+    problems = [
+        Limitation(index, reason.replace("the kernels", "the sparse kernels"))
+        for index, reason in edge_conv_limitations(spec)
+    ]
+    muls = {mul for mul, _ in spec.irreps_in1}
+    if len(muls) > 1:
+        problems.append(
+            Limitation(
+                None,
+                f"node features {spec.irreps_in1} have several multiplicities; the sparse "
+                "kernels need one (channels innermost, e.g. 32x0e+32x1o)",
+            )
+        )
+    return problems
+
+
+def sparse_available(device: torch.device) -> str | None:
+    """Why the kernels cannot run on ``device`` here (not a CPU, or no compiler), or None."""
+    if device.type != "cpu":
+        return f"the sparse kernels run on CPU tensors only, not {device.type}"
+    from equitensor.kernels.sparse_contract import available
+
+    return available()
+
+
+class SparseEdgeProduct(nn.Module):
+    """Gather, 'uvu' product with the SH of the edge and receiver sum in one C++ pass over edges.
+
+    Built from the same :class:`TensorProductSpec` as the cg backend (same weights, same
+    layout). Call as ``product(node_feats, sh, edge_weights, edge_index)``; returns the per-node
+    sums (N, irreps_out.dim) in e3nn's mul_ir layout.
+    """
+
+    def __init__(self, spec: TensorProductSpec) -> None:
+        super().__init__()
+        problems = sparse_limitations(spec)
+        if problems:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise ValueError(f"the 'sparse' backend cannot compute this edge convolution:\n{listed}")
+        from equitensor.kernels.sparse_contract import load
+
+        load()  # KernelUnavailableError now, not at the first call
+        self.spec = spec
+        plan = plan_from_key(plan_key(spec))
+        self.channels = spec.irreps_in1[0].mul if len(spec.irreps_in1) else 0
+        self.node_dim = sum(block.dim for block in plan.node)
+        self.out_dim = sum(block.dim for block in plan.out)
+        rows, values = [], []
+        for p, path in enumerate(plan.paths):
+            node, sh, out = plan.node[path.node], plan.sh[path.sh], plan.out[path.out]
+            for i, j, k, value in path.nonzeros:
+                rows.append((node.slot + i, sh.offset + j, p, out.slot + k))
+                values.append(value)
+        self.num_paths = len(plan.paths)
+        self.register_buffer(
+            "components", torch.tensor(rows, dtype=torch.int32).reshape(-1, 4), persistent=False
+        )
+        self.register_buffer("coefficients", torch.tensor(values, dtype=torch.float64), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        # the term table stays int32/float64 on the CPU whatever the module is moved or cast to
+        components, coefficients = self.components, self.coefficients
+        super()._apply(fn, recurse)
+        self.components, self.coefficients = components, coefficients
+        return self
+
+    def forward(
+        self, node_feats: torch.Tensor, sh: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor
+    ) -> torch.Tensor:
+        from equitensor.kernels.sparse_contract import sparse_contract
+
+        for name, tensor in (("node_feats", node_feats), ("SH", sh), ("edge_weights", edge_weights)):
+            if tensor.device.type != "cpu":
+                raise ValueError(
+                    f"the 'sparse' backend got {name} on {tensor.device}; it runs on CPU tensors only "
+                    "(use backend='cg' or 'cuda' on a GPU)"
+                )
+        n, e, c = node_feats.shape[0], sh.shape[0], self.channels
+        sender, receiver = edge_index.to(torch.int64)
+        x = mul_ir_to_ir_mul(node_feats, self.spec.irreps_in1).reshape(n, self.node_dim, c).contiguous()
+        w = edge_weights.reshape(e, self.num_paths, c).contiguous()
+        out = sparse_contract(
+            [x, sh.contiguous(), w],
+            [sender.contiguous(), None, None],
+            receiver.contiguous(),
+            n,
+            self.out_dim,
+            c,
+            self.components,
+            self.coefficients,
+        )
+        return ir_mul_to_mul_ir(out.reshape(n, -1), self.spec.irreps_out)
+
+
+CAPABILITIES = BackendCapabilities(
+    name="sparse",
+    summary="compiled C++ CPU kernels over the non-zero CG / generalised-CG coefficients, channels "
+    "innermost, gather and scatter fused (edge convolution; MACE product basis)",
+    operations=("edge_convolution", "product_basis"),
+    paths="weighted 'uvu' node x SH(edge) paths with one node multiplicity (EdgeConvolution); "
+    "every symmetric contraction (SymmetricContraction)",
+    weights="same as cg: per edge, path and channel; per element, path and channel",
+    exact=True,
+    error="float round-off (summation order differs from cg)",
+    max_derivative_order=None,  # every derivative is the same kernel with operands swapped
+    devices=("cpu",),
+    dtypes=(torch.float32, torch.float64),
+    limitations=sparse_limitations,
+    build=None,  # built by EdgeConvolution(backend="sparse") / SymmetricContraction(backend="sparse")
+    available=sparse_available,
+)
+
+register_backend(CAPABILITIES)
