@@ -26,8 +26,8 @@ Example (a channel-wise product ``z[r, 0, c] = 2 x[r, 1, c] y[r, 0]``)::
     >>> import torch
     >>> from equitensor.kernels.sparse_contract import sparse_contract
     >>> x, y = torch.randn(5, 2, 3), torch.randn(5, 1)
-    >>> comps = torch.tensor([[1, 0, 0]], dtype=torch.int32)
-    >>> z = sparse_contract([x, y], [None, None], None, 5, 1, 3, comps, torch.tensor([2.0], dtype=torch.float64))
+    >>> comps, coef = torch.tensor([[1, 0, 0]], dtype=torch.int32), torch.tensor([2.0], dtype=torch.float64)
+    >>> z = sparse_contract([x, y], [None, None], None, 5, 1, 3, comps, coef)
     >>> torch.allclose(z[:, 0], 2 * x[:, 1] * y)
     True
 """
