@@ -11,8 +11,8 @@
 // every derivative of one (the same map with an input and the output swapped), which is how
 // the Python side builds derivatives of any order from this one kernel.
 //
-// Parallel over rows when the output rows are the rows themselves (no two threads write one
-// row); over channel ranges when rows scatter into shared output rows; otherwise serial.
+// Parallel over ranges of output rows, each owned by one thread (no atomics, no races, the
+// same summation order whatever the thread count).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -33,24 +33,29 @@ struct Term {
 template <typename T, int M>
 inline void accumulate(T* __restrict__ out, const T* const* p, T s, int64_t n) {
   if constexpr (M == 0) {
+#pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] += s;
   } else if constexpr (M == 1) {
     const T* __restrict__ a = p[0];
+#pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] += s * a[c];
   } else if constexpr (M == 2) {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
+#pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c];
   } else if constexpr (M == 3) {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
     const T* __restrict__ d = p[2];
+#pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c];
   } else {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
     const T* __restrict__ d = p[2];
     const T* __restrict__ e = p[3];
+#pragma omp simd
     for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c] * e[c];
   }
 }
@@ -61,13 +66,27 @@ inline T channel_sum(const T* const* p, int64_t n) {
   if constexpr (M == 0) {
     acc = static_cast<T>(n);
   } else if constexpr (M == 1) {
-    for (int64_t c = 0; c < n; ++c) acc += p[0][c];
+    const T* __restrict__ a = p[0];
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) acc += a[c];
   } else if constexpr (M == 2) {
-    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c];
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c];
   } else if constexpr (M == 3) {
-    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c] * p[2][c];
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+    const T* __restrict__ d = p[2];
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c] * d[c];
   } else {
-    for (int64_t c = 0; c < n; ++c) acc += p[0][c] * p[1][c] * p[2][c] * p[3][c];
+    const T* __restrict__ a = p[0];
+    const T* __restrict__ b = p[1];
+    const T* __restrict__ d = p[2];
+    const T* __restrict__ e = p[3];
+#pragma omp simd reduction(+ : acc)
+    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c] * d[c] * e[c];
   }
   return acc;
 }
@@ -79,87 +98,76 @@ struct Operand {
   bool channelled;
 };
 
-// One block of rows [r0, r1) and channels [c0, c1): the whole kernel, for M channelled inputs.
+// One row r of the loop: every term, all channels.
 template <typename T, int M, bool OUT_CHANNELLED>
-void contract_block(const std::vector<Operand>& in, const std::vector<int>& channelled,
-                    const std::vector<int>& scalar, T* out, int64_t out_stride, const int64_t* out_index,
-                    const std::vector<Term>& terms, int64_t channels, int64_t r0, int64_t r1, int64_t c0,
-                    int64_t c1) {
+inline void contract_row(int64_t r, const std::vector<Operand>& in, const int* channelled, const int* scalar,
+                         int num_scalar, T* out_row, const std::vector<Term>& terms, int64_t channels) {
   const int K = static_cast<int>(in.size());
   const T* base[kMaxInputs];
-  const T* p[kMaxInputs > 0 ? kMaxInputs : 1];
-  const int64_t width = c1 - c0;
-  for (int64_t r = r0; r < r1; ++r) {
-    for (int k = 0; k < K; ++k) {
-      const int64_t row = in[k].index ? in[k].index[r] : r;
-      base[k] = static_cast<const T*>(in[k].data) + row * in[k].row_stride;
-    }
-    T* out_row = out + (out_index ? out_index[r] : r) * out_stride;
-    for (const Term& term : terms) {
-      T s = static_cast<T>(term.coef);
-      for (int k : scalar) s *= base[k][term.offset[k]];
-      if (s == T(0)) continue;
-      for (int m = 0; m < M; ++m) {
-        const int k = channelled[m];
-        p[m] = base[k] + term.offset[k] + c0;
-      }
-      if constexpr (OUT_CHANNELLED) {
-        accumulate<T, M>(out_row + term.offset[K] + c0, p, s, width);
-      } else {
-        out_row[term.offset[K]] += s * channel_sum<T, M>(p, channels);
-      }
+  const T* p[kMaxInputs];
+  for (int k = 0; k < K; ++k) {
+    const int64_t row = in[k].index ? in[k].index[r] : r;
+    base[k] = static_cast<const T*>(in[k].data) + row * in[k].row_stride;
+  }
+  for (const Term& term : terms) {
+    T s = static_cast<T>(term.coef);
+    for (int q = 0; q < num_scalar; ++q) s *= base[scalar[q]][term.offset[scalar[q]]];
+    if (s == T(0)) continue;
+    for (int m = 0; m < M; ++m) p[m] = base[channelled[m]] + term.offset[channelled[m]];
+    if constexpr (OUT_CHANNELLED) {
+      accumulate<T, M>(out_row + term.offset[K], p, s, channels);
+    } else {
+      out_row[term.offset[K]] += s * channel_sum<T, M>(p, channels);
     }
   }
 }
 
+// Threads own ranges of output rows (so no two write the same row) and zero them first; with a
+// scatter index every thread scans all rows and keeps those that land in its range.
 template <typename T, int M, bool OUT_CHANNELLED>
 void contract(const std::vector<Operand>& in, const std::vector<int>& channelled, const std::vector<int>& scalar,
-              T* out, int64_t out_stride, const int64_t* out_index, const std::vector<Term>& terms,
-              int64_t rows, int64_t channels) {
-  const int64_t width = std::max<int64_t>(channels, 1);
-  auto rows_block = [&](int64_t r0, int64_t r1) {
-    contract_block<T, M, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, width, r0,
-                                         r1, 0, width);
-  };
-  if (out_index == nullptr) {  // every row writes its own output row
-    const int64_t cost = std::max<int64_t>(1, static_cast<int64_t>(terms.size()) * width);
-    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / cost), rows_block);
-  } else if (OUT_CHANNELLED && channels > 1) {  // rows scatter: threads own channel ranges
-    const int64_t threads = at::get_num_threads();
-    const int64_t step = std::max<int64_t>(8, (channels + threads - 1) / threads);
-    const int64_t blocks = (channels + step - 1) / step;
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t c0 = b * step, c1 = std::min(channels, c0 + step);
-        contract_block<T, M, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, width,
-                                             0, rows, c0, c1);
-      }
-    });
-  } else {
-    rows_block(0, rows);
-  }
+              T* out, int64_t out_rows, int64_t out_stride, const int64_t* out_index,
+              const std::vector<Term>& terms, int64_t rows, int64_t channels) {
+  const int64_t work = rows * static_cast<int64_t>(terms.size()) * channels;
+  const int64_t grain = work < (1 << 16) ? std::max<int64_t>(out_rows, 1) : 1;
+  at::parallel_for(0, out_rows, grain, [&](int64_t lo, int64_t hi) {
+    std::fill(out + lo * out_stride, out + hi * out_stride, T(0));
+    if (out_index == nullptr) {
+      for (int64_t r = lo; r < hi; ++r)
+        contract_row<T, M, OUT_CHANNELLED>(r, in, channelled.data(), scalar.data(),
+                                           static_cast<int>(scalar.size()), out + r * out_stride, terms,
+                                           channels);
+      return;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = out_index[r];
+      if (o < lo || o >= hi) continue;
+      contract_row<T, M, OUT_CHANNELLED>(r, in, channelled.data(), scalar.data(),
+                                         static_cast<int>(scalar.size()), out + o * out_stride, terms, channels);
+    }
+  });
 }
 
 template <typename T, bool OUT_CHANNELLED>
 void dispatch_m(int m, const std::vector<Operand>& in, const std::vector<int>& channelled,
-                const std::vector<int>& scalar, T* out, int64_t out_stride, const int64_t* out_index,
-                const std::vector<Term>& terms, int64_t rows, int64_t channels) {
+                const std::vector<int>& scalar, T* out, int64_t out_rows, int64_t out_stride,
+                const int64_t* out_index, const std::vector<Term>& terms, int64_t rows, int64_t channels) {
   switch (m) {
     case 0:
-      return contract<T, 0, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
-                                            channels);
+      return contract<T, 0, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
+                                            rows, channels);
     case 1:
-      return contract<T, 1, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
-                                            channels);
+      return contract<T, 1, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
+                                            rows, channels);
     case 2:
-      return contract<T, 2, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
-                                            channels);
+      return contract<T, 2, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
+                                            rows, channels);
     case 3:
-      return contract<T, 3, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
-                                            channels);
+      return contract<T, 3, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
+                                            rows, channels);
     default:
-      return contract<T, 4, OUT_CHANNELLED>(in, channelled, scalar, out, out_stride, out_index, terms, rows,
-                                            channels);
+      return contract<T, 4, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
+                                            rows, channels);
   }
 }
 
@@ -259,17 +267,18 @@ at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<
   for (int k = 0; k < K; ++k) check_index(operands[k].index, inputs[k].size(0), "input row");
   check_index(out_index_data, out_rows, "output row");
 
-  auto out = out_channelled ? at::zeros({out_rows, out_dim, num_channels}, inputs[0].options())
-                            : at::zeros({out_rows, out_dim}, inputs[0].options());
+  // zeroed by the threads that own the rows (first touch where they are used)
+  auto out = out_channelled ? at::empty({out_rows, out_dim, num_channels}, inputs[0].options())
+                            : at::empty({out_rows, out_dim}, inputs[0].options());
   const int64_t out_stride = out.stride(0);
   const int m = static_cast<int>(channelled.size());
   AT_DISPATCH_FLOATING_TYPES(dtype, "sparse_contract", [&] {
     if (out_channelled) {
-      dispatch_m<scalar_t, true>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_stride,
-                                 out_index_data, terms, rows, num_channels);
+      dispatch_m<scalar_t, true>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_rows,
+                                 out_stride, out_index_data, terms, rows, num_channels);
     } else {
-      dispatch_m<scalar_t, false>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_stride,
-                                  out_index_data, terms, rows, channelled.empty() ? 1 : num_channels);
+      dispatch_m<scalar_t, false>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_rows,
+                                  out_stride, out_index_data, terms, rows, channelled.empty() ? 1 : num_channels);
     }
   });
   return out;

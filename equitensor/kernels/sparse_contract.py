@@ -136,7 +136,6 @@ def _fake(inputs, indices, out_index, out_rows, out_dim, channels, components, c
 
 def _setup_context(ctx, inputs, output) -> None:
     tensors, indices, out_index, _, _, _, components, coefficients = inputs
-    ctx.wanted = [t.requires_grad for t in tensors]
     ctx.save_for_backward(*tensors)
     ctx.indices, ctx.out_index = list(indices), out_index
     ctx.components, ctx.coefficients = components, coefficients
@@ -148,8 +147,8 @@ def _backward(ctx, grad: torch.Tensor):
     count = len(tensors)
     grads: list[torch.Tensor | None] = []
     grad = grad.contiguous()
-    for j, wanted in enumerate(ctx.wanted):
-        if not wanted:
+    for j, tensor in enumerate(tensors):
+        if not _engine_needs(tensor):
             grads.append(None)
             continue
         others = [k for k in range(count) if k != j]
@@ -167,6 +166,22 @@ def _backward(ctx, grad: torch.Tensor):
             )
         )
     return grads, None, None, None, None, None, None, None
+
+
+def _engine_needs(tensor: torch.Tensor) -> bool:
+    """Whether this backward pass will use a gradient for ``tensor`` (an input of the op).
+
+    ``requires_grad`` alone would also compute, say, weight gradients inside
+    ``autograd.grad(energy, positions)``, where only forces are asked for.
+    """
+    if not tensor.requires_grad:
+        return False
+    try:
+        with torch.enable_grad():  # a leaf's gradient accumulator is found through a view of it
+            node = torch.autograd.graph.get_gradient_edge(tensor).node
+        return torch._C._will_engine_execute_node(node)
+    except (RuntimeError, AttributeError):  # outside the engine (e.g. traced): assume needed
+        return True
 
 
 def _register_python_parts() -> None:
