@@ -161,11 +161,20 @@ def _backward(ctx, grad: torch.Tensor):
                 target.shape[0],
                 target.shape[1],
                 target.shape[2] if target.dim() == 3 else 0,
-                ctx.components[:, [*others, count, j]].contiguous(),
+                _columns(ctx.components, (*others, count, j)),
                 ctx.coefficients,
             )
         )
     return grads, None, None, None, None, None, None, None
+
+
+def _columns(components: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+    """``components[:, order]``, cached on the term table itself (backward passes reuse it)."""
+    cache = components.__dict__.setdefault("_equitensor_columns", {})
+    hit = cache.get(order)
+    if hit is None:
+        hit = cache[order] = components[:, list(order)].contiguous()
+    return hit
 
 
 def _engine_needs(tensor: torch.Tensor) -> bool:
