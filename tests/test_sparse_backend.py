@@ -12,7 +12,6 @@ import torch
 from equitensor import rand_matrix
 from equitensor.irreps import Irreps
 from equitensor.kernels.sparse_contract import sparse_contract
-from equitensor.models import MACE
 from equitensor.nn import SymmetricContraction
 from equitensor.testing import assert_equivariant
 from equitensor.tp import EdgeConvolution
