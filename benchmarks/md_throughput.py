@@ -8,7 +8,10 @@ ns/day = 86400 s x steps/s x timestep. Every time includes the whole step: neigh
 and tensor building, model forward and backward (forces, and stress for periodic cells), ASE.
 
 - equitensor: ``EquitensorCalculator`` with a Verlet list (vesin, skin 0.5 Å, filtered to r_max
-  each step) and, as a second row, with skin 0 (a fresh vesin list every step).
+  each step), on the default backends (cg edge convolution and product basis) and, as
+  ``equitensor-sparse``, on the compiled sparse CPU kernels (``backend="sparse"``,
+  ``product_backend="sparse"``, same weights); with ``--skin0`` also cg with skin 0 (a fresh
+  vesin list every step).
 - mace-torch: ``MACECalculator(models=...)`` eager (no compile, no cuEquivariance), which builds
   a fresh matscipy neighbour list and data object every step.
 
@@ -136,8 +139,11 @@ def make_calculator(implementation: str, hp: dict, dtype: str):
             from mace.calculators import MACECalculator
 
             return MACECalculator(models=mace_torch_model(hp), device="cpu", default_dtype=dtype)
-        skin = {"equitensor": 0.5, "equitensor-skin0": 0.0}[implementation]
-        return EquitensorCalculator(equitensor_model(hp), dtype=dtype, skin=skin)
+        skin = {"equitensor": 0.5, "equitensor-skin0": 0.0, "equitensor-sparse": 0.5}[implementation]
+        backend = (
+            {"backend": "sparse", "product_backend": "sparse"} if implementation.endswith("sparse") else None
+        )
+        return EquitensorCalculator(equitensor_model(hp), dtype=dtype, skin=skin, backend=backend)
     finally:
         torch.set_default_dtype(default)
 
@@ -261,6 +267,7 @@ def main() -> None:
     parser.add_argument("--avg-num-neighbors", type=float, default=20.0)
     parser.add_argument("--no-mace", action="store_true", help="time equitensor only")
     parser.add_argument("--quick", action="store_true", help="smoke test at the smallest size")
+    parser.add_argument("--skin0", action="store_true", help="also time equitensor (cg) with skin 0")
     parser.add_argument(
         "--out",
         default=str(ROOT / "benchmarks" / "results" / "md_throughput"),
@@ -271,7 +278,9 @@ def main() -> None:
         args.systems, args.steps, args.warmup, args.repeats = ["acac"], 3, 1, 1
         args.min_seconds = 0.0
         args.channels, args.max_ell, args.correlation, args.radial_mlp = 8, 2, 2, [16]
-    implementations = ["equitensor", "equitensor-skin0"]
+    implementations = ["equitensor", "equitensor-sparse"]
+    if args.skin0:
+        implementations.append("equitensor-skin0")
     if not args.no_mace:
         try:
             import mace  # noqa: F401

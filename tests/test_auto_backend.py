@@ -305,7 +305,7 @@ def test_measurement_leaves_the_global_rng_and_grad_mode_alone(measured):
         return torch.rand(3)
 
     assert torch.equal(draw_after("auto"), draw_after("cg"))
-    assert measured.calls == 2
+    assert measured.calls == 3  # the exact CPU candidates of this product: cg, so2, sparse
 
 
 # --------------------------------------------------------------------------------------------

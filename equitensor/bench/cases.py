@@ -493,7 +493,10 @@ def product_case(
         if modules:
             module.load_state_dict(modules[0].state_dict())
         modules.append(module)
-        counts = cnt.symmetric_contraction_counts(module, nodes, x.element_size())
+        if backend == "sparse":
+            counts = cnt.sparse_product_counts(module, nodes, x.element_size())
+        else:
+            counts = cnt.symmetric_contraction_counts(module, nodes, x.element_size())
         impls.append(_ours(backend, module, [x], [attrs], g, v, counts, backends))
     reference = modules[0] if modules else None
     if "mace-torch" in peers_wanted:
@@ -627,6 +630,7 @@ def model_case(
                 num_channels=channels,
                 avg_num_neighbors=graph.num_edges / max(graph.num_nodes, 1),
                 backend=name,
+                product_backend="sparse" if name == "sparse" else "cg",  # both kernels on sparse
             )
         elif model_name == "tensornet":
             model = TensorNet(hidden_channels=channels, cutoff=r_max, atomic_numbers=elements)

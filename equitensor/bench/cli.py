@@ -19,7 +19,12 @@ PEERS = {
     "product": "mace-torch",
     "model": "mace-torch,torchmd-net",
 }
-BACKENDS = {"tp": "cg,gaunt,grid,cp", "conv": "cg,so2,cp", "product": "cg", "model": "cg,so2"}
+BACKENDS = {
+    "tp": "cg,gaunt,grid,cp",
+    "conv": "cg,so2,sparse,cp",
+    "product": "cg,sparse",
+    "model": "cg,so2,sparse",
+}
 
 
 def parse_ints(text: str) -> list[int]:

@@ -236,6 +236,22 @@ def so2_counts(product, nodes: int, edges: int, itemsize: int) -> Counts:
     )
 
 
+def sparse_product_counts(module, nodes: int, itemsize: int) -> Counts:
+    """Counts of ``SymmetricContraction(backend="sparse")``: folding the weights into the T_nu
+    symmetrised terms, 2 E P_nu C T_nu, then per node, channel and term ``correlation``
+    multiplications and one add (lower orders are padded with a constant factor)."""
+    c, elements = module.num_channels, module.num_elements
+    terms = sum(t.shape[1] for t in module._term_coefficients)
+    fold = sum(2 * elements * t.shape[0] * c * t.shape[1] for t in module._term_coefficients)
+    weights = sum(p.numel() for p in module.parameters())
+    return Counts(
+        flops=float(fold + nodes * c * terms * (module.correlation + 1)),
+        bytes_in=float(itemsize * (nodes * (module.irreps_in.dim + elements) + weights)),
+        bytes_out=float(itemsize * nodes * module.irreps_out.dim),
+        formula="product: non-zero symmetrised terms only (sparse kernel), weights folded per element",
+    )
+
+
 def symmetric_contraction_counts(module, nodes: int, itemsize: int) -> Counts:
     """Counts of ``SymmetricContraction`` (dense Horner scheme as implemented), per output irrep
     (M = 2L+1 components, D coupled dimension, C channels, E elements, P_nu paths, N nodes,
