@@ -19,6 +19,17 @@ from equitensor.kernels.edge_conv_plan import EdgeConvPlan, plan_from_key, plan_
 from equitensor.tp.spec import TensorProductSpec
 
 
+def ir_mul_permutation(irreps: Irreps) -> torch.Tensor:
+    """Column index ``p`` with ``x[..., p]`` the ir_mul layout of mul_ir features ``x`` (int64):
+    one ``index_select`` instead of a split, transposes and a cat (and so in every derivative)."""
+    columns, offset = [], 0
+    for mul, ir in Irreps(irreps):
+        block = torch.arange(offset, offset + mul * ir.dim).reshape(mul, ir.dim)
+        columns.append(block.T.reshape(-1))
+        offset += mul * ir.dim
+    return torch.cat(columns) if columns else torch.zeros(0, dtype=torch.int64)
+
+
 def mul_ir_to_ir_mul(x: torch.Tensor, irreps: Irreps) -> torch.Tensor:
     """(rows, dim) from e3nn's mul_ir layout to ir_mul (each block ``(mul, 2l+1)`` -> ``(2l+1, mul)``)."""
     blocks = x.split([mul * ir.dim for mul, ir in irreps], dim=-1)

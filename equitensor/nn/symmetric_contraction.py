@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from equitensor.irreps import Irrep, Irreps
+from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.o3 import wigner_3j
 
 MAX_CORRELATION = 3
@@ -221,6 +222,12 @@ class SymmetricContraction(nn.Module):
                 start += count
             offset += ir_out.dim
         self._terms = torch.cat(rows).to(torch.int32).contiguous()
+        # A (N, D + 1, C) in ir_mul layout straight from x padded with a column of ones, and the
+        # output back to mul_ir: one index_select each (also in every derivative)
+        c = self.num_channels
+        to_ir_mul = ir_mul_permutation(self.irreps_in)
+        self._input_columns = torch.cat([to_ir_mul, torch.full((c,), self.irreps_in.dim)])
+        self._output_columns = ir_mul_permutation(self.irreps_out).argsort()
         self._term_ones = torch.ones(self._terms.shape[0], dtype=torch.float64)
 
     def _couplings_for(self, dtype: torch.dtype, device: torch.device) -> list[list[torch.Tensor]]:
@@ -245,9 +252,9 @@ class SymmetricContraction(nn.Module):
                 f"node_attrs must have shape ({x.shape[0]}, {self.num_elements}), "
                 f"got {tuple(node_attrs.shape)}"
             )
-        features = self._features(x)
         if self.backend == "sparse":
-            return self._sparse_forward(features, node_attrs)
+            return self._sparse_forward(x, node_attrs)
+        features = self._features(x)
         n, c = features.shape[:2]
         dim = self.coupling_irreps.dim
         couplings = self._couplings_for(x.dtype, x.device)
@@ -268,18 +275,18 @@ class SymmetricContraction(nn.Module):
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
 
-    def _sparse_forward(self, features: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+    def _sparse_forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         from equitensor.kernels.sparse_contract import sparse_contract
 
-        if features.device.type != "cpu":
+        if x.device.type != "cpu":
             raise ValueError(
-                f"SymmetricContraction(backend='sparse') runs on CPU tensors only, got {features.device}; "
+                f"SymmetricContraction(backend='sparse') runs on CPU tensors only, got {x.device}; "
                 "use backend='cg' on a GPU"
             )
-        n, c, _ = features.shape
-        key = (features.dtype, features.device)
+        n, c = x.shape[0], self.num_channels
+        key = (x.dtype, x.device)
         if key not in self._cast:
-            self._cast[key] = [[u.to(features.dtype) for u in self._term_coefficients]]
+            self._cast[key] = [[u.to(x.dtype) for u in self._term_coefficients]]
         coefficients = iter(self._cast[key][0])
         folded = torch.cat(
             [
@@ -289,7 +296,8 @@ class SymmetricContraction(nn.Module):
             ],
             dim=1,
         ).contiguous()  # (elements, terms, C)
-        a = torch.cat([features.transpose(1, 2), features.new_ones(n, 1, c)], dim=1).contiguous()
+        padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
+        a = padded.index_select(1, self._input_columns).reshape(n, -1, c)
         out_dim = sum(ir.dim for _, ir in self.irreps_out)
 
         def contract(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -313,8 +321,7 @@ class SymmetricContraction(nn.Module):
                 node_attrs[:, z, None, None] * contract(folded[z : z + 1], rows)
                 for z in range(self.num_elements)
             )
-        blocks = out.split([ir.dim for _, ir in self.irreps_out], dim=1)
-        return torch.cat([b.transpose(1, 2).reshape(n, -1) for b in blocks], dim=-1)
+        return out.reshape(n, -1).index_select(1, self._output_columns)
 
     def folds_weights(self, nodes: int, paths: int) -> bool:
         """Whether the highest order (with ``paths`` paths) folds the weights into U per element

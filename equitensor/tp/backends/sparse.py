@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equitensor.kernels.edge_conv import ir_mul_to_mul_ir, mul_ir_to_ir_mul
+from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.kernels.edge_conv_plan import edge_conv_limitations, plan_from_key, plan_key
 from equitensor.tp.backends.capabilities import BackendCapabilities, Limitation, register_backend
 from equitensor.tp.spec import TensorProductSpec
@@ -85,6 +85,9 @@ class SparseEdgeProduct(nn.Module):
                 rows.append((node.slot + i, sh.offset + j, p, out.slot + k))
                 values.append(value)
         self.num_paths = len(plan.paths)
+        to_ir_mul = ir_mul_permutation(spec.irreps_in1)
+        self.register_buffer("node_to_ir_mul", to_ir_mul, persistent=False)
+        self.register_buffer("out_to_mul_ir", ir_mul_permutation(spec.irreps_out).argsort(), persistent=False)
         self.register_buffer(
             "components", torch.tensor(rows, dtype=torch.int32).reshape(-1, 4), persistent=False
         )
@@ -110,7 +113,7 @@ class SparseEdgeProduct(nn.Module):
                 )
         n, e, c = node_feats.shape[0], sh.shape[0], self.channels
         sender, receiver = edge_index.to(torch.int64)
-        x = mul_ir_to_ir_mul(node_feats, self.spec.irreps_in1).reshape(n, self.node_dim, c).contiguous()
+        x = node_feats.index_select(1, self.node_to_ir_mul).reshape(n, self.node_dim, c)
         w = edge_weights.reshape(e, self.num_paths, c).contiguous()
         out = sparse_contract(
             [x, sh.contiguous(), w],
@@ -122,7 +125,7 @@ class SparseEdgeProduct(nn.Module):
             self.components,
             self.coefficients,
         )
-        return ir_mul_to_mul_ir(out.reshape(n, -1), self.spec.irreps_out)
+        return out.reshape(n, -1).index_select(1, self.out_to_mul_ir)
 
 
 CAPABILITIES = BackendCapabilities(
