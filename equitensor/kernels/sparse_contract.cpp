@@ -30,65 +30,36 @@ struct Term {
   int64_t offset[kMaxInputs + 1];  // component offset into each input row, then the output row
 };
 
-template <typename T, int M>
-inline void accumulate(T* __restrict__ out, const T* const* p, T s, int64_t n) {
+// acc[c] += s * prod_m p[m][c] for c < n (n = W when W > 0, a compile-time width).
+template <typename T, int M, int W>
+inline void fma_product(T* __restrict__ acc, const T* const* p, T s, int64_t n_runtime) {
+  const int64_t n = W > 0 ? W : n_runtime;
   if constexpr (M == 0) {
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) out[c] += s;
+    for (int64_t c = 0; c < n; ++c) acc[c] += s;
   } else if constexpr (M == 1) {
     const T* __restrict__ a = p[0];
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c];
+    for (int64_t c = 0; c < n; ++c) acc[c] += s * a[c];
   } else if constexpr (M == 2) {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c];
+    for (int64_t c = 0; c < n; ++c) acc[c] += s * a[c] * b[c];
   } else if constexpr (M == 3) {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
     const T* __restrict__ d = p[2];
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c];
+    for (int64_t c = 0; c < n; ++c) acc[c] += s * a[c] * b[c] * d[c];
   } else {
     const T* __restrict__ a = p[0];
     const T* __restrict__ b = p[1];
     const T* __restrict__ d = p[2];
     const T* __restrict__ e = p[3];
 #pragma omp simd
-    for (int64_t c = 0; c < n; ++c) out[c] += s * a[c] * b[c] * d[c] * e[c];
+    for (int64_t c = 0; c < n; ++c) acc[c] += s * a[c] * b[c] * d[c] * e[c];
   }
-}
-
-template <typename T, int M>
-inline T channel_sum(const T* const* p, int64_t n) {
-  T acc = 0;
-  if constexpr (M == 0) {
-    acc = static_cast<T>(n);
-  } else if constexpr (M == 1) {
-    const T* __restrict__ a = p[0];
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < n; ++c) acc += a[c];
-  } else if constexpr (M == 2) {
-    const T* __restrict__ a = p[0];
-    const T* __restrict__ b = p[1];
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c];
-  } else if constexpr (M == 3) {
-    const T* __restrict__ a = p[0];
-    const T* __restrict__ b = p[1];
-    const T* __restrict__ d = p[2];
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c] * d[c];
-  } else {
-    const T* __restrict__ a = p[0];
-    const T* __restrict__ b = p[1];
-    const T* __restrict__ d = p[2];
-    const T* __restrict__ e = p[3];
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < n; ++c) acc += a[c] * b[c] * d[c] * e[c];
-  }
-  return acc;
 }
 
 struct Operand {
@@ -98,76 +69,126 @@ struct Operand {
   bool channelled;
 };
 
-// One row r of the loop: every term, all channels.
-template <typename T, int M, bool OUT_CHANNELLED>
-inline void contract_row(int64_t r, const std::vector<Operand>& in, const int* channelled, const int* scalar,
-                         int num_scalar, T* out_row, const std::vector<Term>& terms, int64_t channels) {
-  const int K = static_cast<int>(in.size());
+// Everything a row needs: operands, which are channelled, the terms sorted by output component
+// and the groups of terms that share one (accumulated in registers, stored once).
+struct Plan {
+  std::vector<Operand> in;
+  std::vector<int> channelled, scalar;
+  std::vector<Term> terms;
+  std::vector<std::pair<int64_t, int64_t>> groups;  // [begin, end) of terms with one output
+  int64_t channels;                                   // C (1 when no operand has channels)
+  bool direct;  // channelled output, few terms per group: accumulate into the output directly
+};
+
+constexpr int kMaxWidth = 128;
+
+// One row r of the loop: every group of terms, all channels.
+template <typename T, int M, bool OUT_CHANNELLED, int W>
+inline void contract_row(int64_t r, const Plan& plan, T* out_row) {
+  const int K = static_cast<int>(plan.in.size());
+  const int64_t n = W > 0 ? W : plan.channels;
   const T* base[kMaxInputs];
   const T* p[kMaxInputs];
   for (int k = 0; k < K; ++k) {
-    const int64_t row = in[k].index ? in[k].index[r] : r;
-    base[k] = static_cast<const T*>(in[k].data) + row * in[k].row_stride;
+    const Operand& op = plan.in[k];
+    base[k] = static_cast<const T*>(op.data) + (op.index ? op.index[r] : r) * op.row_stride;
   }
-  for (const Term& term : terms) {
-    T s = static_cast<T>(term.coef);
-    for (int q = 0; q < num_scalar; ++q) s *= base[scalar[q]][term.offset[scalar[q]]];
-    if (s == T(0)) continue;
-    for (int m = 0; m < M; ++m) p[m] = base[channelled[m]] + term.offset[channelled[m]];
+  const int* channelled = plan.channelled.data();
+  const int* scalar = plan.scalar.data();
+  const int num_scalar = static_cast<int>(plan.scalar.size());
+  alignas(64) T acc[W > 0 ? W : kMaxWidth];
+  for (const auto& [begin, end] : plan.groups) {
+    const int64_t out_offset = plan.terms[begin].offset[K];
+    // small groups, and runtime widths above kMaxWidth, accumulate straight into the output
+    T* target = OUT_CHANNELLED && (plan.direct || (W == 0 && n > kMaxWidth)) ? out_row + out_offset : acc;
+    if (target == acc) std::fill(acc, acc + n, T(0));
+    for (int64_t t = begin; t < end; ++t) {
+      const Term& term = plan.terms[t];
+      T s = static_cast<T>(term.coef);
+      for (int q = 0; q < num_scalar; ++q) s *= base[scalar[q]][term.offset[scalar[q]]];
+      if (s == T(0)) continue;
+      for (int m = 0; m < M; ++m) p[m] = base[channelled[m]] + term.offset[channelled[m]];
+      if (W == 0 && n > kMaxWidth && !OUT_CHANNELLED) {  // wide and summed: reduce term by term
+        T sum = 0;
+        T* tmp = acc;
+        for (int64_t c0 = 0; c0 < n; c0 += kMaxWidth) {
+          const int64_t width = std::min<int64_t>(kMaxWidth, n - c0);
+          std::fill(tmp, tmp + width, T(0));
+          const T* q[kMaxInputs];
+          for (int m = 0; m < M; ++m) q[m] = p[m] + c0;
+          fma_product<T, M, 0>(tmp, q, s, width);
+          for (int64_t c = 0; c < width; ++c) sum += tmp[c];
+        }
+        out_row[out_offset] += sum;
+        continue;
+      }
+      fma_product<T, M, W>(target, p, s, n);
+    }
+    if (target != acc) continue;
     if constexpr (OUT_CHANNELLED) {
-      accumulate<T, M>(out_row + term.offset[K], p, s, channels);
-    } else {
-      out_row[term.offset[K]] += s * channel_sum<T, M>(p, channels);
+      T* __restrict__ o = out_row + out_offset;
+#pragma omp simd
+      for (int64_t c = 0; c < n; ++c) o[c] += acc[c];
+    } else if (!(W == 0 && n > kMaxWidth)) {
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t c = 0; c < n; ++c) sum += acc[c];
+      out_row[out_offset] += sum;
     }
   }
 }
 
 // Threads own ranges of output rows (so no two write the same row) and zero them first; with a
 // scatter index every thread scans all rows and keeps those that land in its range.
-template <typename T, int M, bool OUT_CHANNELLED>
-void contract(const std::vector<Operand>& in, const std::vector<int>& channelled, const std::vector<int>& scalar,
-              T* out, int64_t out_rows, int64_t out_stride, const int64_t* out_index,
-              const std::vector<Term>& terms, int64_t rows, int64_t channels) {
-  const int64_t work = rows * static_cast<int64_t>(terms.size()) * channels;
+template <typename T, int M, bool OUT_CHANNELLED, int W>
+void contract(const Plan& plan, T* out, int64_t out_rows, int64_t out_stride, const int64_t* out_index,
+              int64_t rows) {
+  const int64_t work = rows * static_cast<int64_t>(plan.terms.size()) * plan.channels;
   const int64_t grain = work < (1 << 16) ? std::max<int64_t>(out_rows, 1) : 1;
   at::parallel_for(0, out_rows, grain, [&](int64_t lo, int64_t hi) {
     std::fill(out + lo * out_stride, out + hi * out_stride, T(0));
     if (out_index == nullptr) {
-      for (int64_t r = lo; r < hi; ++r)
-        contract_row<T, M, OUT_CHANNELLED>(r, in, channelled.data(), scalar.data(),
-                                           static_cast<int>(scalar.size()), out + r * out_stride, terms,
-                                           channels);
+      for (int64_t r = lo; r < hi; ++r) contract_row<T, M, OUT_CHANNELLED, W>(r, plan, out + r * out_stride);
       return;
     }
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = out_index[r];
-      if (o < lo || o >= hi) continue;
-      contract_row<T, M, OUT_CHANNELLED>(r, in, channelled.data(), scalar.data(),
-                                         static_cast<int>(scalar.size()), out + o * out_stride, terms, channels);
+      if (o >= lo && o < hi) contract_row<T, M, OUT_CHANNELLED, W>(r, plan, out + o * out_stride);
     }
   });
 }
 
-template <typename T, bool OUT_CHANNELLED>
-void dispatch_m(int m, const std::vector<Operand>& in, const std::vector<int>& channelled,
-                const std::vector<int>& scalar, T* out, int64_t out_rows, int64_t out_stride,
-                const int64_t* out_index, const std::vector<Term>& terms, int64_t rows, int64_t channels) {
-  switch (m) {
-    case 0:
-      return contract<T, 0, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
-                                            rows, channels);
-    case 1:
-      return contract<T, 1, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
-                                            rows, channels);
-    case 2:
-      return contract<T, 2, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
-                                            rows, channels);
-    case 3:
-      return contract<T, 3, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
-                                            rows, channels);
+template <typename T, int M, bool OUT_CHANNELLED>
+void dispatch_width(const Plan& plan, T* out, int64_t out_rows, int64_t out_stride, const int64_t* out_index,
+                    int64_t rows) {
+  switch (plan.channels) {
+    case 16:
+      return contract<T, M, OUT_CHANNELLED, 16>(plan, out, out_rows, out_stride, out_index, rows);
+    case 32:
+      return contract<T, M, OUT_CHANNELLED, 32>(plan, out, out_rows, out_stride, out_index, rows);
+    case 64:
+      return contract<T, M, OUT_CHANNELLED, 64>(plan, out, out_rows, out_stride, out_index, rows);
+    case 128:
+      return contract<T, M, OUT_CHANNELLED, 128>(plan, out, out_rows, out_stride, out_index, rows);
     default:
-      return contract<T, 4, OUT_CHANNELLED>(in, channelled, scalar, out, out_rows, out_stride, out_index, terms,
-                                            rows, channels);
+      return contract<T, M, OUT_CHANNELLED, 0>(plan, out, out_rows, out_stride, out_index, rows);
+  }
+}
+
+template <typename T, bool OUT_CHANNELLED>
+void dispatch(const Plan& plan, T* out, int64_t out_rows, int64_t out_stride, const int64_t* out_index,
+              int64_t rows) {
+  switch (plan.channelled.size()) {
+    case 0:
+      return dispatch_width<T, 0, OUT_CHANNELLED>(plan, out, out_rows, out_stride, out_index, rows);
+    case 1:
+      return dispatch_width<T, 1, OUT_CHANNELLED>(plan, out, out_rows, out_stride, out_index, rows);
+    case 2:
+      return dispatch_width<T, 2, OUT_CHANNELLED>(plan, out, out_rows, out_stride, out_index, rows);
+    case 3:
+      return dispatch_width<T, 3, OUT_CHANNELLED>(plan, out, out_rows, out_stride, out_index, rows);
+    default:
+      return dispatch_width<T, 4, OUT_CHANNELLED>(plan, out, out_rows, out_stride, out_index, rows);
   }
 }
 
@@ -267,18 +288,26 @@ at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<
   for (int k = 0; k < K; ++k) check_index(operands[k].index, inputs[k].size(0), "input row");
   check_index(out_index_data, out_rows, "output row");
 
+  // terms sorted by output component (stable), grouped: each group is summed in registers
+  std::stable_sort(terms.begin(), terms.end(),
+                   [K](const Term& a, const Term& b) { return a.offset[K] < b.offset[K]; });
+  Plan plan{operands, channelled, scalar, std::move(terms), {}, 1, false};
+  for (int64_t t = 0; t < T; ++t)
+    if (t == 0 || plan.terms[t].offset[K] != plan.terms[t - 1].offset[K]) plan.groups.push_back({t, t + 1});
+    else plan.groups.back().second = t + 1;
+  plan.channels = (channelled.empty() && !out_channelled) ? 1 : num_channels;
+  // a register accumulator pays for its zeroing and final store from about 4 terms per group
+  plan.direct = out_channelled && T < 4 * static_cast<int64_t>(plan.groups.size());
+
   // zeroed by the threads that own the rows (first touch where they are used)
   auto out = out_channelled ? at::empty({out_rows, out_dim, num_channels}, inputs[0].options())
                             : at::empty({out_rows, out_dim}, inputs[0].options());
   const int64_t out_stride = out.stride(0);
-  const int m = static_cast<int>(channelled.size());
   AT_DISPATCH_FLOATING_TYPES(dtype, "sparse_contract", [&] {
     if (out_channelled) {
-      dispatch_m<scalar_t, true>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_rows,
-                                 out_stride, out_index_data, terms, rows, num_channels);
+      dispatch<scalar_t, true>(plan, out.data_ptr<scalar_t>(), out_rows, out_stride, out_index_data, rows);
     } else {
-      dispatch_m<scalar_t, false>(m, operands, channelled, scalar, out.data_ptr<scalar_t>(), out_rows,
-                                  out_stride, out_index_data, terms, rows, channelled.empty() ? 1 : num_channels);
+      dispatch<scalar_t, false>(plan, out.data_ptr<scalar_t>(), out_rows, out_stride, out_index_data, rows);
     }
   });
   return out;
