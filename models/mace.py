@@ -81,10 +81,11 @@ class InteractionBlock(nn.Module):
         edge_vectors: torch.Tensor,
         edge_feats: torch.Tensor,
         edge_index: torch.Tensor,
+        edge_sh: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         skip = self.skip(node_feats, node_attrs) if self.residual else None
         up = self.linear_up(node_feats)
-        message = self.conv(up, edge_vectors, self.radial_mlp(edge_feats), edge_index)
+        message = self.conv(up, edge_vectors, self.radial_mlp(edge_feats), edge_index, edge_sh)
         message = self.linear(message) / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, node_attrs)
@@ -369,9 +370,15 @@ class MACE(nn.Module):
             vectors = work_graph.edge_vectors()
             edge_feats = self.radial_embedding(vectors.norm(dim=-1))
             node_feats = self.node_embedding(node_attrs)
+            # every layer's convolution uses the same SH of the edges: computed once (so2 works
+            # from the vectors themselves)
+            conv = self.interactions[0].conv
+            edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
             readouts = []
             for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-                message, skip = interaction(node_feats, node_attrs, vectors, edge_feats, graph.edge_index)
+                message, skip = interaction(
+                    node_feats, node_attrs, vectors, edge_feats, graph.edge_index, edge_sh
+                )
                 node_feats = product(message, skip, node_attrs)
                 readouts.append(readout(node_feats).squeeze(-1))
             interaction_energy = self.scale.to(dtype) * torch.stack(readouts).sum(0) + self.shift.to(dtype)

@@ -156,7 +156,10 @@ class EdgeConvolution(nn.Module):
         edge_vectors: torch.Tensor,
         edge_weights: torch.Tensor,
         edge_index: torch.Tensor,
+        edge_sh: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``edge_sh``: the edges' :meth:`edge_spherical_harmonics`, when already computed (a model
+        whose layers share the edges computes them once); ignored by ``so2``, which uses the vectors."""
         expected = (edge_vectors.shape[0], self.weight_numel)
         if edge_weights.shape != expected or node_feats.shape[-1:] != (self.irreps_node.dim,):
             raise ValueError(
@@ -167,14 +170,14 @@ class EdgeConvolution(nn.Module):
         if self.product is None:
             self._choose_backend(node_feats.device, node_feats.dtype)
         if self.backend in ("cuda", "sparse"):  # gathers and sums inside the kernel
-            sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+            sh = self.edge_spherical_harmonics(edge_vectors) if edge_sh is None else edge_sh
             return self.product(node_feats, sh, edge_weights, edge_index)
         sender, receiver = edge_index
         if self.backend == "so2":
             return _sum_into(
                 receiver, node_feats, self.product(node_feats[sender], edge_vectors, edge_weights)
             )
-        sh = spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
+        sh = self.edge_spherical_harmonics(edge_vectors) if edge_sh is None else edge_sh
         executor = self.product.executor
         if not hasattr(executor, "output_blocks"):
             return _sum_into(receiver, node_feats, self.product(node_feats[sender], sh, edge_weights))
@@ -189,6 +192,11 @@ class EdgeConvolution(nn.Module):
                 if block is not None:
                     out[k].index_add_(0, receiver[part], block)
         return torch.cat(out, dim=-1) if out else node_feats.new_zeros(node_feats.shape[0], 0)
+
+    def edge_spherical_harmonics(self, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """The SH of the edge directions this product uses: ``irreps_sh``, 'component'
+        normalization, of the normalized vectors (MACE's convention). (E, irreps_sh.dim)."""
+        return spherical_harmonics(self.irreps_sh, edge_vectors, normalize=True, normalization="component")
 
     def extra_repr(self) -> str:
         mmax = "" if self.mmax is None else f", mmax={self.mmax}"
