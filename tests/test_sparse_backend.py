@@ -268,3 +268,22 @@ def test_missing_compiler_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "could not be built" in result.stderr and "backend='cg'" in result.stderr
+
+
+def test_backward_computes_only_the_gradients_asked_for():
+    """The C++ backward asks the autograd engine which inputs need a gradient (forces must not pay
+    for weight gradients): one kernel call per requested input."""
+    from torch.profiler import profile
+
+    gen = torch.Generator().manual_seed(2)
+    x, w = (torch.randn(5, d, 4, generator=gen, requires_grad=True) for d in (2, 3))
+    y = torch.randn(5, 2, generator=gen, requires_grad=True)
+    components, coefficients = random_map(gen, [2, 2, 3, 2], 6)
+
+    def kernel_calls(wanted):
+        out = sparse_contract([x, y, w], [None] * 3, None, 5, 2, 4, components, coefficients)
+        with profile() as prof:
+            torch.autograd.grad(out.sum(), wanted)
+        return sum(e.count for e in prof.key_averages() if e.key == "equitensor::sparse_contract")
+
+    assert [kernel_calls([x]), kernel_calls([x, w]), kernel_calls([x, y, w])] == [1, 2, 3]

@@ -11,11 +11,17 @@
 // every derivative of one (the same map with an input and the output swapped), which is how
 // the Python side builds derivatives of any order from this one kernel.
 //
+// Autograd (registered here, in C++, for speed: about 5 us per call instead of ~90 us through
+// Python): the gradient for input j is the same op with input j and the output swapped, called
+// through the dispatcher, so it is itself differentiable; only the gradients the engine will use
+// are computed (needs_input_grad asks the engine, not requires_grad).
+//
 // Parallel over ranges of output rows, each owned by one thread (no atomics, no races, the
 // same summation order whatever the thread count).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -313,6 +319,77 @@ at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<
   return out;
 }
 
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+at::Tensor call_op(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
+                   const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim, int64_t channels,
+                   const at::Tensor& components, const at::Tensor& coefficients) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("equitensor::sparse_contract", "")
+                       .typed<decltype(sparse_contract)>();
+  return op.call(inputs, indices, out_index, out_rows, out_dim, channels, components, coefficients);
+}
+
+class SparseContractFunction : public torch::autograd::Function<SparseContractFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, at::TensorList inputs,
+                            const c10::List<std::optional<at::Tensor>>& indices,
+                            const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim,
+                            int64_t channels, const at::Tensor& components, const at::Tensor& coefficients) {
+    ctx->save_for_backward(inputs.vec());
+    ctx->saved_data["indices"] = indices;
+    ctx->saved_data["out_index"] = out_index;
+    ctx->saved_data["components"] = components;
+    ctx->saved_data["coefficients"] = coefficients;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_op(inputs, indices, out_index, out_rows, out_dim, channels, components, coefficients);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list inputs = ctx->get_saved_variables();
+    const int K = static_cast<int>(inputs.size());
+    const auto indices = ctx->saved_data["indices"].to<c10::List<std::optional<at::Tensor>>>();
+    const auto out_index = ctx->saved_data["out_index"].toOptional<at::Tensor>();
+    const at::Tensor components = ctx->saved_data["components"].toTensor();
+    const at::Tensor coefficients = ctx->saved_data["coefficients"].toTensor();
+    const at::Tensor grad = grad_outputs[0].contiguous();
+    // one gradient slot per forward argument: K inputs, indices, out_index, three ints,
+    // components, coefficients (all but the inputs' stay undefined)
+    variable_list grads(K + 7);
+    for (int j = 0; j < K; ++j) {
+      if (!ctx->needs_input_grad(j)) continue;
+      std::vector<at::Tensor> operands;
+      c10::List<std::optional<at::Tensor>> rows;
+      std::vector<int64_t> order;
+      for (int k = 0; k < K; ++k) {
+        if (k == j) continue;
+        operands.push_back(inputs[k]);
+        rows.push_back(indices.get(k));
+        order.push_back(k);
+      }
+      operands.push_back(grad);
+      rows.push_back(out_index);
+      order.push_back(K);
+      order.push_back(j);
+      const at::Tensor columns =
+          components.index_select(1, at::tensor(order, at::TensorOptions().dtype(at::kLong))).contiguous();
+      const at::Tensor& target = inputs[j];
+      grads[j] = call_op(operands, rows, indices.get(j), target.size(0), target.size(1),
+                         target.dim() == 3 ? target.size(2) : 0, columns, coefficients);
+    }
+    return grads;
+  }
+};
+
+at::Tensor sparse_contract_autograd(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
+                                    const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim,
+                                    int64_t channels, const at::Tensor& components,
+                                    const at::Tensor& coefficients) {
+  return SparseContractFunction::apply(inputs, indices, out_index, out_rows, out_dim, channels, components,
+                                       coefficients);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(equitensor, m) {
@@ -322,3 +399,5 @@ TORCH_LIBRARY_FRAGMENT(equitensor, m) {
 }
 
 TORCH_LIBRARY_IMPL(equitensor, CPU, m) { m.impl("sparse_contract", &sparse_contract); }
+
+TORCH_LIBRARY_IMPL(equitensor, Autograd, m) { m.impl("sparse_contract", &sparse_contract_autograd); }

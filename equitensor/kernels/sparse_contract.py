@@ -11,8 +11,10 @@ such maps (:mod:`equitensor.kernels.sparse_products`).
 
 Derivatives: the map is linear in each input, so the gradient for input j is the same map with
 input j and the output swapped (the incoming gradient takes the output's place, its components
-and row index included). The backward is therefore built from the op itself and is again
-differentiable: derivatives of any order run on the same C++ kernel.
+and row index included). The backward (registered in C++, a ``torch::autograd::Function``) calls
+the op itself and is again differentiable: derivatives of any order run on the same kernel, and
+only the gradients the autograd engine will use are computed (no weight gradients inside
+``autograd.grad(energy, positions)``).
 
 Build: ``equitensor/kernels/sparse_contract.cpp`` is compiled on first use with
 ``torch.utils.cpp_extension`` (g++ and ninja, ``-O3 -march=native -fopenmp``) and cached in
@@ -134,68 +136,8 @@ def _fake(inputs, indices, out_index, out_rows, out_dim, channels, components, c
     return inputs[0].new_empty(shape)
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    tensors, indices, out_index, _, _, _, components, coefficients = inputs
-    ctx.save_for_backward(*tensors)
-    ctx.indices, ctx.out_index = list(indices), out_index
-    ctx.components, ctx.coefficients = components, coefficients
-
-
-def _backward(ctx, grad: torch.Tensor):
-    """Gradient for input j: the map with input j and the output swapped (see the module docstring)."""
-    tensors = ctx.saved_tensors
-    count = len(tensors)
-    grads: list[torch.Tensor | None] = []
-    grad = grad.contiguous()
-    for j, tensor in enumerate(tensors):
-        if not _engine_needs(tensor):
-            grads.append(None)
-            continue
-        others = [k for k in range(count) if k != j]
-        target = tensors[j]
-        grads.append(
-            torch.ops.equitensor.sparse_contract(
-                [tensors[k] for k in others] + [grad],
-                [ctx.indices[k] for k in others] + [ctx.out_index],
-                ctx.indices[j],
-                target.shape[0],
-                target.shape[1],
-                target.shape[2] if target.dim() == 3 else 0,
-                _columns(ctx.components, (*others, count, j)),
-                ctx.coefficients,
-            )
-        )
-    return grads, None, None, None, None, None, None, None
-
-
-def _columns(components: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
-    """``components[:, order]``, cached on the term table itself (backward passes reuse it)."""
-    cache = components.__dict__.setdefault("_equitensor_columns", {})
-    hit = cache.get(order)
-    if hit is None:
-        hit = cache[order] = components[:, list(order)].contiguous()
-    return hit
-
-
-def _engine_needs(tensor: torch.Tensor) -> bool:
-    """Whether this backward pass will use a gradient for ``tensor`` (an input of the op).
-
-    ``requires_grad`` alone would also compute, say, weight gradients inside
-    ``autograd.grad(energy, positions)``, where only forces are asked for.
-    """
-    if not tensor.requires_grad:
-        return False
-    try:
-        with torch.enable_grad():  # a leaf's gradient accumulator is found through a view of it
-            node = torch.autograd.graph.get_gradient_edge(tensor).node
-        return torch._C._will_engine_execute_node(node)
-    except (RuntimeError, AttributeError):  # outside the engine (e.g. traced): assume needed
-        return True
-
-
 def _register_python_parts() -> None:
     torch.library.register_fake("equitensor::sparse_contract", _fake)
-    torch.library.register_autograd("equitensor::sparse_contract", _backward, setup_context=_setup_context)
 
 
 def available() -> str | None:
