@@ -120,9 +120,14 @@ class Linear(nn.Module):
             self.instructions, self.path_shapes, self.path_coefficients, w_blocks
         ):
             w = w.reshape(w.shape[:-1] + shape)
-            outputs[i_out].append(
-                coefficient * torch.einsum(f"...ui,{per_sample}uw->...wi", x_blocks[i_in], w)
-            )
+            if per_sample:
+                out = coefficient * torch.einsum("...ui,...uw->...wi", x_blocks[i_in], w)
+            elif x_blocks[i_in].shape[-1] == 1:  # shared weights, scalars: one mm
+                x_in = x_blocks[i_in]
+                out = (x_in.reshape(-1, shape[0]) @ (w * coefficient)).reshape(batch + (shape[1], 1))
+            else:  # shared weights: the coefficient scales the (small) weight, then one matmul
+                out = torch.matmul((w * coefficient).T, x_blocks[i_in])
+            outputs[i_out].append(out)
 
         bias_blocks = iter(
             []
