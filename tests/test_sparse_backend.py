@@ -287,3 +287,18 @@ def test_backward_computes_only_the_gradients_asked_for():
         return sum(e.count for e in prof.key_averages() if e.key == "equitensor::sparse_contract")
 
     assert [kernel_calls([x]), kernel_calls([x, w]), kernel_calls([x, y, w])] == [1, 2, 3]
+
+
+def test_frozen_product_basis_reuses_folded_weights_until_they_change():
+    torch.manual_seed(5)
+    cg = SymmetricContraction("3x0e + 3x1o", "3x0e + 3x1o", 3, 2).double().requires_grad_(False)
+    sparse = SymmetricContraction("3x0e + 3x1o", "3x0e + 3x1o", 3, 2, backend="sparse").double()
+    sparse.requires_grad_(False).load_state_dict(cg.state_dict())
+    x = torch.randn(4, cg.irreps_in.dim, dtype=torch.float64)
+    attrs = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0]), 2).double()
+    torch.testing.assert_close(sparse(x, attrs), cg(x, attrs), rtol=1e-12, atol=1e-12)
+    assert sparse._folded_cache[0] is not None  # folded once and kept
+    with torch.no_grad():
+        for module in (cg, sparse):
+            module.weights[0][2].mul_(-3.0)  # an in-place update (as an optimiser makes)
+    torch.testing.assert_close(sparse(x, attrs), cg(x, attrs), rtol=1e-12, atol=1e-12)

@@ -275,6 +275,23 @@ class SymmetricContraction(nn.Module):
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
 
+    def _folded_weights(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights
+        (inference, MD) are folded once and reused until they change."""
+        if dtype not in self._cast:
+            self._cast[dtype] = [[u.to(dtype) for u in self._term_coefficients]]
+        weights = [weight for per_output in self.weights for weight in per_output]
+        frozen = not (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
+        state = (dtype, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
+        if frozen and getattr(self, "_folded_cache", (None, None))[0] == state:
+            return self._folded_cache[1]
+        coefficients = self._cast[dtype][0]
+        folded = torch.cat(
+            [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
+        ).contiguous()
+        self._folded_cache = (state, folded) if frozen else (None, None)
+        return folded
+
     def _sparse_forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         from equitensor.kernels.sparse_contract import sparse_contract
 
@@ -284,18 +301,7 @@ class SymmetricContraction(nn.Module):
                 "use backend='cg' on a GPU"
             )
         n, c = x.shape[0], self.num_channels
-        key = (x.dtype, x.device)
-        if key not in self._cast:
-            self._cast[key] = [[u.to(x.dtype) for u in self._term_coefficients]]
-        coefficients = iter(self._cast[key][0])
-        folded = torch.cat(
-            [
-                torch.einsum("epc,pt->etc", weight, next(coefficients))
-                for weights in self.weights
-                for weight in weights
-            ],
-            dim=1,
-        ).contiguous()  # (elements, terms, C)
+        folded = self._folded_weights(x.dtype)
         padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
         a = padded.index_select(1, self._input_columns).reshape(n, -1, c)
         out_dim = sum(ir.dim for _, ir in self.irreps_out)
