@@ -36,8 +36,11 @@ Example (a channel-wise product ``z[r, 0, c] = 2 x[r, 1, c] y[r, 0]``)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import platform
+import shutil
 import threading
 from importlib import resources
 from pathlib import Path
@@ -90,7 +93,7 @@ def load() -> str:
         build.mkdir(parents=True, exist_ok=True)
         source = resources.files("equitensor.kernels").joinpath(SOURCE)
         try:
-            with resources.as_file(source) as path:
+            with resources.as_file(source) as path, _ninja_on_path():
                 library = cpp_extension.load(
                     name=f"equitensor_sparse_{key}",
                     sources=[str(path)],
@@ -109,6 +112,26 @@ def load() -> str:
         _register_python_parts()
         _loaded = str(library) if library is not None else str(build)
         return _loaded
+
+
+@contextlib.contextmanager
+def _ninja_on_path():
+    """torch.utils.cpp_extension runs ``ninja`` from PATH; the ``ninja`` package (a dependency)
+    puts it next to the Python of a virtual environment, which is not on PATH unless activated."""
+    if shutil.which("ninja") is not None:
+        yield
+        return
+    try:
+        import ninja
+    except ImportError:
+        yield
+        return
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
 
 
 def sparse_contract(
