@@ -302,3 +302,24 @@ def test_frozen_product_basis_reuses_folded_weights_until_they_change():
         for module in (cg, sparse):
             module.weights[0][2].mul_(-3.0)  # an in-place update (as an optimiser makes)
     torch.testing.assert_close(sparse(x, attrs), cg(x, attrs), rtol=1e-12, atol=1e-12)
+
+
+def test_product_basis_auto_measures_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("EQUITENSOR_CACHE", str(tmp_path))
+    torch.manual_seed(6)
+    auto = SymmetricContraction("3x0e + 3x1o", "3x0e + 3x1o", 2, 2, backend="auto").double()
+    cg = SymmetricContraction("3x0e + 3x1o", "3x0e + 3x1o", 2, 2).double()
+    cg.load_state_dict(auto.state_dict())
+    x = torch.randn(5, cg.irreps_in.dim, dtype=torch.float64)
+    attrs = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0, 1]), 2).double()
+    torch.testing.assert_close(auto(x, attrs), cg(x, attrs), rtol=1e-12, atol=1e-12)
+    choice = auto.backend_choice
+    assert auto.backend in ("cg", "sparse") and set(choice.candidates) == {"cg", "sparse"}
+    assert set(choice.times) == {"cg", "sparse"} and choice.operation == "product_basis"
+
+
+def test_mace_product_backend_auto(monkeypatch):
+    monkeypatch.setenv("EQUITENSOR_AUTO_BACKEND", "sparse")
+    model = tiny_mace(product_backend="auto").double()
+    model(methanol())
+    assert {p.contraction.backend for p in model.products} == {"sparse"}

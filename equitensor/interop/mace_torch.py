@@ -105,7 +105,7 @@ def mace_torch_parameter_map(ours: nn.Module, theirs: nn.Module) -> list[Paramet
     ``product_backend``: 'cg' or 'sparse') with its counterpart in a mace-torch ``ScaleShiftMACE``
     of the same hyperparameters, in the order of ``ours.named_parameters()``. Raises ValueError
     when the architectures differ."""
-    if ours.config.get("product_backend", "cg") not in SymmetricContraction.backends:
+    if ours.config.get("product_backend", "cg") not in (*SymmetricContraction.backends, "auto"):
         raise ValueError(
             f"only a MACE whose product basis is MACE's symmetric contraction (product_backend in "
             f"{SymmetricContraction.backends}) has mace-torch counterparts, got "
@@ -254,7 +254,7 @@ def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.
     o3 = import_module("e3nn.o3")  # after mace, which makes its pinned e3nn importable
 
     config = ours.config
-    if config.get("product_backend", "cg") not in SymmetricContraction.backends:
+    if config.get("product_backend", "cg") not in (*SymmetricContraction.backends, "auto"):
         raise ValueError(f"mace-torch has no product_backend={config['product_backend']!r}")
 
     def build() -> nn.Module:

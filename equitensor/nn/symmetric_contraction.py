@@ -15,6 +15,7 @@ order, so MACE's product-basis weights map one to one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 
 import torch
@@ -109,6 +110,16 @@ def symmetric_terms(irreps_in, ir_out, correlation: int) -> tuple[torch.Tensor, 
     return monomials, summed[m_index, key_index].T.contiguous()
 
 
+@dataclass(frozen=True)
+class ProductBasisSpec:
+    """What a symmetric contraction computes, for the backend registry and ``auto``."""
+
+    irreps_in: str
+    irreps_out: str
+    correlation: int
+    num_elements: int
+
+
 def one_hot_index(node_attrs: torch.Tensor) -> torch.Tensor | None:
     """Each row's position of its single 1 if ``node_attrs`` is exactly one-hot (and needs no
     gradient), else None."""
@@ -145,6 +156,8 @@ class SymmetricContraction(nn.Module):
     the weights are folded into the terms per element (a small (E C, P) @ (P, T) product), then
     one pass over nodes and terms, channels innermost, computes every order and output at once
     (a constant 1 appended to A stands in for the missing factors of the lower orders).
+    ``backend="auto"`` measures the backends that can run on the first input's device and dtype
+    and keeps the fastest (:mod:`equitensor.tp.backends.auto`; ``self.backend_choice`` says why).
     """
 
     backends = ("cg", "sparse")
@@ -153,9 +166,10 @@ class SymmetricContraction(nn.Module):
         self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cg"
     ) -> None:
         super().__init__()
-        if backend not in self.backends:
+        if backend not in (*self.backends, "auto"):
             raise ValueError(
-                f"SymmetricContraction backend {backend!r} is not available; choose one of {self.backends}"
+                f"SymmetricContraction backend {backend!r} is not available; choose one of "
+                f"{(*self.backends, 'auto')}"
             )
         irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
         muls = {mul for mul, _ in irreps_in} | {mul for mul, _ in irreps_out}
@@ -169,6 +183,7 @@ class SymmetricContraction(nn.Module):
         if num_elements < 1:
             raise ValueError(f"num_elements must be >= 1, got {num_elements}")
         self.backend = backend
+        self.backend_choice = None
         self.irreps_in, self.irreps_out = irreps_in, irreps_out
         self.coupling_irreps = _coupling_irreps(Irreps([(1, ir) for _, ir in irreps_in]))
         self.num_channels = muls.pop()
@@ -252,6 +267,8 @@ class SymmetricContraction(nn.Module):
                 f"node_attrs must have shape ({x.shape[0]}, {self.num_elements}), "
                 f"got {tuple(node_attrs.shape)}"
             )
+        if self.backend == "auto":
+            self._choose_backend(x.device, x.dtype)
         if self.backend == "sparse":
             return self._sparse_forward(x, node_attrs)
         features = self._features(x)
@@ -274,6 +291,28 @@ class SymmetricContraction(nn.Module):
                     out = torch.einsum("bcxi,bci->bcx", weighted + out.reshape(n, c, size, dim), features)
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
+
+    def spec(self) -> ProductBasisSpec:
+        """What this contraction computes (the key of ``auto``'s choice)."""
+        return ProductBasisSpec(
+            str(self.irreps_in), str(self.irreps_out), self.correlation, self.num_elements
+        )
+
+    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
+        from equitensor.tp.backends.auto import MEASURE_BATCH, backward_step, choose_backend, random_inputs
+
+        def step(name: str, device: torch.device, dtype: torch.dtype):
+            args = (self.irreps_in, self.irreps_out, self.correlation, self.num_elements)
+            module = SymmetricContraction(*args, backend=name).to(device=device, dtype=dtype)
+            (x,) = random_inputs([(MEASURE_BATCH, self.irreps_in.dim)], device, dtype)
+            elements = torch.arange(MEASURE_BATCH, device=device) % self.num_elements
+            attrs = nn.functional.one_hot(elements, self.num_elements).to(dtype)
+            return backward_step(lambda: module(x, attrs), [x, *module.parameters()])
+
+        choice = choose_backend("product_basis", self.spec(), device, dtype, step, names=self.backends)
+        self.backend, self.backend_choice = choice.backend, choice
+        if self.backend == "sparse":
+            self._build_sparse_terms()
 
     def _folded_weights(self, dtype: torch.dtype) -> torch.Tensor:
         """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights

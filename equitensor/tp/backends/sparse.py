@@ -30,7 +30,10 @@ from equitensor.tp.spec import TensorProductSpec
 
 def sparse_limitations(spec: TensorProductSpec) -> list[Limitation]:
     """Why the kernels cannot compute ``spec`` as an edge convolution: non-'uvu' or unweighted
-    paths, SH blocks of multiplicity > 1, or node blocks of different multiplicities."""
+    paths, SH blocks of multiplicity > 1, or node blocks of different multiplicities. (Every
+    product basis, a ``ProductBasisSpec``, is computable.)"""
+    if not isinstance(spec, TensorProductSpec):
+        return []
     problems = [
         Limitation(index, reason.replace("the kernels", "the sparse kernels"))
         for index, reason in edge_conv_limitations(spec)
