@@ -185,8 +185,9 @@ class MACE(nn.Module):
     selects the edge-convolution backend, ``product_backend`` the product basis: "cg" MACE's
     symmetric contraction, "sparse" the same numbers from its non-zero terms in compiled C++ (CPU),
     "auto" the faster of the two, measured on the first input; "gaunt", "grid" or "cg-gaunt"
-    the Gaunt product basis (body order as powers of the message's spherical signal, weights per element, channel and degree; the Gaunt
-    MACE port) computed by the 2D-FFT, S2-grid or CG backend. The Gaunt basis needs messages and
+    the Gaunt product basis (body order as powers of the message's spherical signal, weights per
+    element, channel and degree; the Gaunt MACE port) computed by the 2D-FFT, S2-grid or CG
+    backend. The Gaunt basis needs messages and
     hidden irreps of spherical-signal type (``Cx0e + Cx1o + ...``, so no ``0o`` in hidden_irreps).
 
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
