@@ -221,23 +221,33 @@ def main() -> None:
     if args.out:
         meta = {"command": " ".join(os.sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"), **versions()}
         meta["hyperparameters"] = HYPERPARAMETERS
-        Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        lines = [
-            f"# MACE whole-model steps, equitensor vs mace-torch ({meta['date']})",
-            "",
-            "```",
-            json.dumps(meta, indent=1),
-            "```",
-            "",
-            "| case | dtype | atoms | edges | implementation | ms (median) | vs mace-torch |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['case']} | {r['dtype']} | {r['atoms']} | {r['edges']} | {r['implementation']} | "
-                f"{r['ms']:.1f} | {r['speedup_vs_mace_torch']:.2f}x |"
-            )
-        Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+        columns = {
+            "case": "{case}",
+            "dtype": "{dtype}",
+            "atoms": "{atoms}",
+            "edges": "{edges}",
+            "implementation": "{implementation}",
+            "ms (median)": "{ms:.1f}",
+            "vs mace-torch": "{speedup_vs_mace_torch:.2f}x",
+        }
+        write_results(
+            args.out,
+            f"MACE whole-model steps, equitensor vs mace-torch ({meta['date']})",
+            meta,
+            rows,
+            columns,
+        )
+
+
+def write_results(prefix: str, title: str, meta: dict, rows: list[dict], columns: dict[str, str]) -> None:
+    """PREFIX.json (meta and rows) and PREFIX.md (title, meta, one table row per row; ``columns``
+    maps each header to a format string over the row's keys)."""
+    Path(prefix + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# {title}", "", "```", json.dumps(meta, indent=1), "```", ""]
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(f.format(**r) for f in columns.values()) + " |" for r in rows]
+    Path(prefix + ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

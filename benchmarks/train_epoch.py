@@ -20,7 +20,6 @@ Run with a Python that has mace-torch and equitensor:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ import ase.io
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mace_vs_mace_torch import BOTNET, ELEMENTS, HYPERPARAMETERS, versions  # noqa: E402
+from mace_vs_mace_torch import BOTNET, ELEMENTS, HYPERPARAMETERS, versions, write_results  # noqa: E402
 
 from equitensor.datasets.graphs import graph_from_atoms  # noqa: E402
 from equitensor.graph import batch_graphs  # noqa: E402
@@ -150,23 +149,15 @@ def main() -> None:
             "batch_size": args.batch_size,
             "cpu": os.uname().machine,
         }
-        Path(args.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        lines = [
-            "# Training epoch, equitensor vs mace-torch (same data, batches, weights, optimiser)",
-            "",
-            "```",
-            json.dumps(meta, indent=1),
-            "```",
-            "",
-            "| dtype | implementation | steps | s/epoch (median) | vs mace-torch |",
-            "|---|---|---|---|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['dtype']} | {r['implementation']} | {r['steps_per_epoch']} | {r['s_per_epoch']:.2f} | "
-                f"{r['speedup_vs_mace_torch']:.2f}x |"
-            )
-        Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+        columns = {
+            "dtype": "{dtype}",
+            "implementation": "{implementation}",
+            "steps": "{steps_per_epoch}",
+            "s/epoch (median)": "{s_per_epoch:.2f}",
+            "vs mace-torch": "{speedup_vs_mace_torch:.2f}x",
+        }
+        title = "Training epoch, equitensor vs mace-torch (same data, batches, weights, optimiser)"
+        write_results(args.out, title, meta, rows, columns)
     for r in rows:
         print(
             f"{r['dtype']:8s} {r['implementation']:26s} {r['s_per_epoch']:7.2f} s",
