@@ -323,3 +323,29 @@ def test_mace_product_backend_auto(monkeypatch):
     model = tiny_mace(product_backend="auto").double()
     model(methanol())
     assert {p.contraction.backend for p in model.products} == {"sparse"}
+
+
+def test_structures_without_edges_or_nodes():
+    """Zero rows (an isolated atom's graph, an empty batch) give zeros and zero gradients, to
+    second order (a kernel reading rows that do not exist would crash here)."""
+    conv = EdgeConvolution("4x0e + 4x1o", Irreps.spherical_harmonics(2), backend="sparse")
+    x = torch.randn(3, conv.irreps_node.dim, requires_grad=True)
+    vectors = torch.zeros(0, 3, requires_grad=True)
+    weights = torch.zeros(0, conv.weight_numel, requires_grad=True)
+    out = conv(x, vectors, weights, torch.zeros(2, 0, dtype=torch.long))
+    assert out.shape == (3, conv.irreps_out.dim) and not out.any()
+    grads = torch.autograd.grad((out**2).sum(), [x, vectors, weights], create_graph=True)
+    assert [tuple(g.shape) for g in grads] == [(3, conv.irreps_node.dim), (0, 3), (0, conv.weight_numel)]
+    contraction = SymmetricContraction("4x0e + 4x1o", "4x0e", 3, 2, backend="sparse")
+    empty = torch.zeros(0, contraction.irreps_in.dim, requires_grad=True)
+    assert contraction(empty, torch.zeros(0, 2)).shape == (0, 4)
+    torch.manual_seed(7)
+    model = tiny_mace(backend="sparse", product_backend="sparse").double()
+    reference = tiny_mace().double()
+    reference.load_state_dict(model.state_dict())
+    from ase import Atoms
+
+    from equitensor.datasets.graphs import graph_from_atoms
+
+    lonely = graph_from_atoms(Atoms("O", positions=[[0.0, 0.0, 0.0]]), 3.0, torch.float64)
+    torch.testing.assert_close(model(lonely)["energy"], reference(lonely)["energy"], rtol=1e-12, atol=1e-12)

@@ -267,7 +267,10 @@ at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<
   } else {
     agree(out_rows, "the output");
   }
-  if (rows < 0) rows = 0;
+  if (rows <= 0) {  // nothing to sum (e.g. a structure without edges): an all-zero output
+    return out_channelled ? at::zeros({out_rows, out_dim, num_channels}, inputs[0].options())
+                          : at::zeros({out_rows, out_dim}, inputs[0].options());
+  }
 
   // terms with their component offsets, checked against the operands' sizes
   const int64_t T = components.size(0);

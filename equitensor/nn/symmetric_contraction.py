@@ -342,7 +342,7 @@ class SymmetricContraction(nn.Module):
         n, c = x.shape[0], self.num_channels
         folded = self._folded_weights(x.dtype)
         padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
-        a = padded.index_select(1, self._input_columns).reshape(n, -1, c)
+        a = padded.index_select(1, self._input_columns).reshape(n, self.coupling_irreps.dim + 1, c)
         out_dim = sum(ir.dim for _, ir in self.irreps_out)
 
         def contract(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -366,7 +366,7 @@ class SymmetricContraction(nn.Module):
                 node_attrs[:, z, None, None] * contract(folded[z : z + 1], rows)
                 for z in range(self.num_elements)
             )
-        return out.reshape(n, -1).index_select(1, self._output_columns)
+        return out.reshape(n, out_dim * c).index_select(1, self._output_columns)
 
     def folds_weights(self, nodes: int, paths: int) -> bool:
         """Whether the highest order (with ``paths`` paths) folds the weights into U per element

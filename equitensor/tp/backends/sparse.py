@@ -128,7 +128,7 @@ class SparseEdgeProduct(nn.Module):
             self.components,
             self.coefficients,
         )
-        return out.reshape(n, -1).index_select(1, self.out_to_mul_ir)
+        return out.reshape(n, self.out_dim * c).index_select(1, self.out_to_mul_ir)
 
 
 CAPABILITIES = BackendCapabilities(
