@@ -349,3 +349,27 @@ def test_structures_without_edges_or_nodes():
 
     lonely = graph_from_atoms(Atoms("O", positions=[[0.0, 0.0, 0.0]]), 3.0, torch.float64)
     torch.testing.assert_close(model(lonely)["energy"], reference(lonely)["energy"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [3, 16, 32, 64, 128, 130, 256])
+def test_op_every_channel_width(channels):
+    """Compile-time widths (16/32/64/128), the runtime width, and widths above the register
+    accumulator (direct and term-by-term paths), for channelled and channel-summed outputs."""
+    gen = torch.Generator().manual_seed(channels)
+    x = torch.randn(7, 4, channels, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    w = torch.randn(30, 2, channels, generator=gen, dtype=torch.float64)
+    sender = torch.randint(0, 7, (30,), generator=gen)
+    components, coefficients = random_map(gen, [4, 3, 2, 5], 60)  # ~12 terms per output: registers
+    for out_index, out_rows, out_channels in ((sender, 7, channels), (None, 30, 0)):
+        args = (
+            [x, y, w],
+            [sender, None, None],
+            out_index,
+            out_rows,
+            5,
+            out_channels,
+            components,
+            coefficients,
+        )
+        torch.testing.assert_close(sparse_contract(*args), dense_reference(*args), rtol=1e-12, atol=1e-12)

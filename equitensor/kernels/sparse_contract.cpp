@@ -103,18 +103,20 @@ inline void contract_row(int64_t r, const Plan& plan, T* out_row) {
   const int* scalar = plan.scalar.data();
   const int num_scalar = static_cast<int>(plan.scalar.size());
   alignas(64) T acc[W > 0 ? W : kMaxWidth];
+  const bool wide = W == 0 && n > kMaxWidth;  // more channels than the register accumulator holds
   for (const auto& [begin, end] : plan.groups) {
     const int64_t out_offset = plan.terms[begin].offset[K];
-    // small groups, and runtime widths above kMaxWidth, accumulate straight into the output
-    T* target = OUT_CHANNELLED && (plan.direct || (W == 0 && n > kMaxWidth)) ? out_row + out_offset : acc;
-    if (target == acc) std::fill(acc, acc + n, T(0));
+    // small groups, and wide channelled outputs, accumulate straight into the output; wide
+    // channel-summed outputs are reduced term by term below
+    T* target = OUT_CHANNELLED && (plan.direct || wide) ? out_row + out_offset : acc;
+    if (target == acc && !wide) std::fill(acc, acc + n, T(0));
     for (int64_t t = begin; t < end; ++t) {
       const Term& term = plan.terms[t];
       T s = static_cast<T>(term.coef);
       for (int q = 0; q < num_scalar; ++q) s *= base[scalar[q]][term.offset[scalar[q]]];
       if (s == T(0)) continue;
       for (int m = 0; m < M; ++m) p[m] = base[channelled[m]] + term.offset[channelled[m]];
-      if (W == 0 && n > kMaxWidth && !OUT_CHANNELLED) {  // wide and summed: reduce term by term
+      if (wide && !OUT_CHANNELLED) {  // wide and summed: reduce term by term
         T sum = 0;
         T* tmp = acc;
         for (int64_t c0 = 0; c0 < n; c0 += kMaxWidth) {
@@ -135,7 +137,7 @@ inline void contract_row(int64_t r, const Plan& plan, T* out_row) {
       T* __restrict__ o = out_row + out_offset;
 #pragma omp simd
       for (int64_t c = 0; c < n; ++c) o[c] += acc[c];
-    } else if (!(W == 0 && n > kMaxWidth)) {
+    } else if (!wide) {
       T sum = 0;
 #pragma omp simd reduction(+ : sum)
       for (int64_t c = 0; c < n; ++c) sum += acc[c];
