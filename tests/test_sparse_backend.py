@@ -373,3 +373,18 @@ def test_op_every_channel_width(channels):
             coefficients,
         )
         torch.testing.assert_close(sparse_contract(*args), dense_reference(*args), rtol=1e-12, atol=1e-12)
+
+
+def test_non_finite_inputs_propagate_like_cg():
+    """A NaN in a node feature reaches the outputs it feeds (as with cg), even through an edge
+    whose SH factor is exactly zero: divergence is never hidden."""
+    conv = EdgeConvolution("2x0e + 2x1o", Irreps.spherical_harmonics(1), backend="sparse")
+    cg = EdgeConvolution("2x0e + 2x1o", Irreps.spherical_harmonics(1), backend="cg")
+    x = torch.randn(2, conv.irreps_node.dim, dtype=torch.float64)
+    x[0, 0] = float("nan")
+    vectors = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)  # x and y components of Y are 0
+    weights = torch.ones(1, conv.weight_numel, dtype=torch.float64)
+    edge_index = torch.tensor([[0], [1]])
+    assert torch.equal(
+        conv(x, vectors, weights, edge_index).isnan(), cg(x, vectors, weights, edge_index).isnan()
+    )

@@ -114,7 +114,6 @@ inline void contract_row(int64_t r, const Plan& plan, T* out_row) {
       const Term& term = plan.terms[t];
       T s = static_cast<T>(term.coef);
       for (int q = 0; q < num_scalar; ++q) s *= base[scalar[q]][term.offset[scalar[q]]];
-      if (s == T(0)) continue;
       for (int m = 0; m < M; ++m) p[m] = base[channelled[m]] + term.offset[channelled[m]];
       if (wide && !OUT_CHANNELLED) {  // wide and summed: reduce term by term
         T sum = 0;
