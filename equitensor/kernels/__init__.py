@@ -1,4 +1,10 @@
-"""CUDA kernels (``cuda/*.cu``) compiled at run time, wrapped as differentiable torch custom ops.
+"""Hot-path kernels compiled at run time, wrapped as differentiable torch custom ops.
+
+* :mod:`.sparse_contract` - ``equitensor::sparse_contract``, the CPU C++ kernel (``sparse_contract.cpp``,
+  built on first use with torch.utils.cpp_extension) behind the ``sparse`` backend: a multilinear
+  map over its non-zero terms, with its autograd (any order) in C++.
+
+CUDA kernels (``cuda/*.cu``, NVRTC through CuPy):
 
 * :mod:`.edge_conv` - the fused edge convolution (``EdgeConvolution(backend="cuda")``) and its
   functional form; :mod:`.edge_conv_ops` - the custom ops ``equitensor::edge_conv_fwd`` and
