@@ -181,6 +181,14 @@ def run_case(case: str, dtype_name: str, variants: list[str], args) -> list[dict
     return rows
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def versions() -> dict:
     import e3nn
     import mace
@@ -195,7 +203,8 @@ def versions() -> dict:
         "e3nn": e3nn.__version__,
         "equitensor": equitensor.__version__,
         "equitensor_commit": commit,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }
 

@@ -20,7 +20,6 @@ Run with a Python that has mace-torch and equitensor:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -147,7 +146,6 @@ def main() -> None:
             "hyperparameters": HYPERPARAMETERS,
             "frames": args.frames,
             "batch_size": args.batch_size,
-            "cpu": os.uname().machine,
         }
         columns = {
             "dtype": "{dtype}",
