@@ -356,6 +356,25 @@ def test_fully_connected_matches_e3nn(seed):
     assert_close_rel(ours(x1, x2), call_e3nn(ref, x1, x2), 1e-10, repr(ours))
 
 
+@pytest.mark.parametrize("normalization", ["element", "path"])
+def test_element_dependent_linear_matches_e3nn_to_second_order(normalization):
+    """x2 = scalars only with shared 'uvw' weights (MACE's element-dependent skip connection) takes
+    the cg backend's weights-times-x2-first path: e3nn's values, first and second derivatives."""
+    in1, in2, out = "4x0e + 3x1o + 2x2e + 4x1o", "3x0e", "2x0e + 5x1o + 3x2e"
+    with _float64_default():
+        ref = o3.FullyConnectedTensorProduct(in1, in2, out, path_normalization=normalization)
+        ours = FullyConnectedTensorProduct(in1, in2, out, path_normalization=normalization)
+    _copy_weight(ours, ref)
+    x1 = torch.randn(6, Irreps(in1).dim, dtype=torch.float64)
+    x2 = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1, 0, 2]), 3).double() + 0.3
+    weight = ours.weight.detach()
+    mine = _derivatives(lambda a, b, w: ours(a, b, w), x1, x2, weight)
+    with _float64_default():
+        theirs = _derivatives(lambda a, b, w: call_e3nn(ref, a, b, w), x1, x2, weight)
+    for name, a, b in zip(["out", "d/dx1", "d/dx2", "d/dw", "d2/dx1", "d2/dx2", "d2/dw"], mine, theirs):
+        assert_close_rel(a, b, 1e-10, name)
+
+
 FULL_CASES = [
     ("2x0e+3x1o", "1x1o+2x2e", None),
     ("2x0e+3x1o", "1x1o+2x2e", ["0e", "1o", "2e"]),

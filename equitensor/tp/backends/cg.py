@@ -140,6 +140,27 @@ CPU_CHUNK_BYTES = 16 * 2**20
 _GATHER_COST = 10
 
 
+def _scalar_x2_factors(spec: TensorProductSpec, group: _Group) -> list[float] | None:
+    """For a group whose ``x2`` is one block of scalars (l = 0) and whose paths are all weighted
+    'uvw': each path's constant ``f`` with ``C[i, 0, k] = f delta_ik`` (normalization folded in).
+    None for any other group."""
+    if len(group.blocks_in2) != 1 or group.paired or spec.irreps_in2[group.blocks_in2[0]].ir.l != 0:
+        return None
+    factors = []
+    for path in group.paths:
+        ins = spec.instructions[path.index]
+        if ins.connection_mode != "uvw" or not ins.has_weight:
+            return None
+        l1 = spec.irreps_in1[ins.i_in1].ir.l
+        cg = ins.coefficient * wigner_3j(l1, 0, spec.irreps_out[ins.i_out].ir.l, dtype=torch.float64)[:, 0, :]
+        if cg.shape[0] != cg.shape[1] or not torch.allclose(
+            cg, cg[0, 0] * torch.eye(cg.shape[0], dtype=torch.float64), atol=1e-14
+        ):
+            return None
+        factors.append(float(cg[0, 0]))
+    return factors
+
+
 def _cost(spec: TensorProductSpec, group: _Group) -> int:
     """Operation count per sample of the group's contraction, gathers weighted by their cost."""
     mul1, ir1 = spec.irreps_in1[group.i_in1]
@@ -252,6 +273,7 @@ class CGTensorProduct(nn.Module):
         # float64 masters, cast once per (dtype, device) on use: not buffers, so that a module
         # built in float32 and moved to float64 keeps exact constants
         self._tables = [_contraction_table(spec, group) for group in self.groups]
+        self._scalar_x2 = [_scalar_x2_factors(spec, group) for group in self.groups]
         self._cast: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, ...]]] = {}
 
     def _tables_for(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
@@ -310,10 +332,24 @@ class CGTensorProduct(nn.Module):
         contributions: list[list[torch.Tensor]] = [[] for _ in outs]
         tables = self._tables_for(x2.dtype, x2.device)
 
-        for group, table in zip(self.groups, tables):
+        shared = weight is None or weight.dim() == 1
+        for group, table, scalar_x2 in zip(self.groups, tables, self._scalar_x2):
             mul1, ir1 = ir1s[group.i_in1]
             mul2 = ir2s[group.blocks_in2[0]].mul
             x1_block = x1_blocks[group.i_in1].reshape(z, mul1, ir1.dim)
+            if scalar_x2 is not None and shared:
+                # x2 is one block of scalars and every path 'uvw' with shared weights (e.g. an
+                # element-dependent linear map, x2 = one-hot elements): contract the weights with
+                # x2 first, (z, v) @ (v, u w), then one batched product per path
+                x2_block = x2_blocks[group.blocks_in2[0]]
+                for path, factor in zip(group.paths, scalar_x2):
+                    ins = spec.instructions[path.index]
+                    u, v, w = ins.path_shape
+                    mixed = weights[path.index].reshape(u, v, w).transpose(0, 1).reshape(v, u * w) * factor
+                    per_sample = (x2_block @ mixed).reshape(z, u, w)
+                    out = torch.bmm(x1_block.transpose(1, 2), per_sample).transpose(1, 2)
+                    contributions[ins.i_out].append(out.reshape(z, w * ir1.dim))
+                continue
             x2_group = torch.cat(
                 [x2_blocks[b].reshape(z, mul2, ir2s[b].ir.dim) for b in group.blocks_in2], -1
             )
