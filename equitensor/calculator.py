@@ -175,6 +175,8 @@ class EquitensorCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
+        if len(atoms) == 0:
+            raise ValueError("the structure has no atoms: there is nothing to compute an energy for")
         periodic = has_cell(atoms)
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError(

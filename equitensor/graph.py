@@ -139,9 +139,12 @@ def energy_derivatives(
     graph so a loss on forces can be differentiated again.
     """
     inputs = [positions] if strain is None else [positions, strain]
-    grads = torch.autograd.grad(
-        energy.sum(), inputs, create_graph=training, retain_graph=training, allow_unused=True
-    )
+    if energy.requires_grad:
+        grads = torch.autograd.grad(
+            energy.sum(), inputs, create_graph=training, retain_graph=training, allow_unused=True
+        )
+    else:  # nothing depends on the positions (no edges: isolated atoms) and the weights are frozen
+        grads = [None] * len(inputs)
     grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
     out = {"forces": -grads[0]}
     if strain is not None:

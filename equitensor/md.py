@@ -51,9 +51,11 @@ def initialise_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None
     if np.any(atoms.get_momenta() != 0) or temperature_K <= 0:
         return
     thermalize_momenta(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
-    if not atoms.pbc.any():
-        ZeroRotation(atoms)
+    # a lone atom has no motion left once its momentum is removed (rescaling it to the target
+    # temperature would divide by zero)
+    Stationary(atoms, preserve_temperature=len(atoms) > 1)
+    if not atoms.pbc.any() and len(atoms) > 2:  # one or two atoms: no rotation to remove (ASE's
+        ZeroRotation(atoms)  # ZeroRotation divides by zero moments of inertia there)
 
 
 def make_dynamics(

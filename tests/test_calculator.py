@@ -4,6 +4,7 @@ batched evaluation, and clear errors."""
 
 from __future__ import annotations
 
+import ase.io
 import md_helpers
 import numpy as np
 import pytest
@@ -228,3 +229,46 @@ def test_batched_evaluation_equals_one_at_a_time(name):
             np.testing.assert_allclose(result["stress"], ref["stress"], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_many(model, structures, batch_size=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_structures_without_edges(name, tmp_path, capsys):
+    """One atom, atoms farther apart than the cutoff (a molecule and a periodic cell): energy = the
+    atoms' E0s (+ shift), zero forces and stress, through the calculator, md and relax; an empty
+    structure is a clear error. (It raised "element 0 of tensors does not require grad".)"""
+    from equitensor.cli import main as cli_main
+
+    model = MODELS[name]()
+    calc = EquitensorCalculator(model)
+    isolated = {
+        int(z): float(model(graph_from_atoms(Atoms([int(z)]), 3.5, torch.float64))["energy"].detach())
+        for z in (6, 29)
+    }
+    cases = [
+        Atoms("Cu", positions=[[0.0, 0.0, 0.0]]),
+        Atoms("CCu", positions=[[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]),
+        Atoms("Cu", positions=[[1.0, 1.0, 1.0]], cell=[12.0, 12.0, 12.0], pbc=True),
+    ]
+    for atoms in cases:
+        atoms.calc = calc
+        expected = sum(isolated[int(z)] for z in atoms.numbers)
+        assert atoms.get_potential_energy() == pytest.approx(expected, abs=1e-10)
+        assert np.all(atoms.get_forces() == 0)
+        if atoms.pbc.any():
+            assert np.all(atoms.get_stress() == 0)
+    if name == "mace":  # E0 of Cu is -4, shift 0: the readouts of all-zero features vanish
+        assert isolated[29] == pytest.approx(-4.0, abs=1e-12)
+    empty = Atoms()
+    empty.calc = calc
+    with pytest.raises(ValueError, match="no atoms"):
+        empty.get_potential_energy()
+    model_file = tmp_path / "model.pt"
+    save_model(model, model_file)
+    for index, atoms in enumerate(cases[:2]):
+        structure = tmp_path / f"lonely{index}.xyz"
+        ase.io.write(structure, Atoms(atoms.numbers, atoms.positions))
+        common = ["--model", str(model_file), "--structure", str(structure)]
+        assert cli_main(["md", *common, "--steps", "3", "--ensemble", "nvt"]) == 0
+        assert cli_main(["relax", *common, "--output", str(tmp_path / f"relaxed{index}.xyz")]) == 0
+        out = capsys.readouterr().out
+        assert "nan" not in out.lower()
