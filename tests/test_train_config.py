@@ -75,6 +75,12 @@ def test_unknown_override_key(tmp_path):
         ("model: tensornet\nbackend: so2\n", "TensorNet has no tensor-product backend"),
         ("- a\n- b\n", "expected a mapping"),
         ("model: [unclosed\n", "not valid YAML"),
+        ("forces_weight: .nan\n", "forces_weight must be finite"),
+        ("energy_weight: .inf\n", "energy_weight must be finite"),
+        ("r_max: .inf\n", "r_max must be finite"),
+        ("lr: -.inf\n", "lr must be finite"),
+        ("model_kwargs:\n  scale: .nan\n", r"model_kwargs\.scale must be finite"),
+        ("e0s:\n  1: .inf\n", r"e0s\.1 must be finite"),
     ],
 )
 def test_bad_values_are_named(tmp_path, text, match):

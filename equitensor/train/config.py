@@ -9,6 +9,7 @@ must never be ignored silently. Values given on the command line are parsed as Y
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -227,8 +228,23 @@ def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainC
     return config
 
 
+def _non_finite(value: Any, key: str) -> list[str]:
+    """Dotted keys of the NaN/inf numbers in ``value`` (nested mappings and lists included)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [key]
+    if isinstance(value, Mapping):
+        return [k for name, item in value.items() for k in _non_finite(item, f"{key}.{name}")]
+    if isinstance(value, (list, tuple)):
+        return [k for i, item in enumerate(value) for k in _non_finite(item, f"{key}[{i}]")]
+    return []
+
+
 def check_config(config: TrainConfig, where: str = "config") -> None:
-    """Value checks beyond types: choices, ranges and combinations."""
+    """Value checks beyond types: finite numbers, choices, ranges and combinations."""
+    bad = [k for f in fields(TrainConfig) for k in _non_finite(getattr(config, f.name), f.name)]
+    if bad:
+        values = ", ".join(f"{k}" for k in bad)
+        raise ConfigError(f"{where}: {values} must be finite (got NaN or infinity)")
     for key, choices in CHOICES.items():
         value = getattr(config, key)
         if isinstance(value, bool) and key == "progress":
