@@ -122,3 +122,56 @@ def test_eval_errors(tmp_path, data_file, capsys):
         ["eval", "--model", str(tmp_path / "run" / "tiny.model"), "--data", str(silver)], capsys
     )
     assert code == 2 and "ag.xyz, frame 0" in err and "Ag" in err and "Traceback" not in err
+
+
+def test_diverging_configuration_stops_with_exit_3_and_saves_nothing(tmp_path, data_file, capsys):
+    """energy_weight 1e308 overflows the first step's gradient: the run stops at once, names the
+    step, what went non-finite and the structures, exits 3 and writes no model (it used to save
+    NaN weights and exit 0)."""
+    config = config_file(tmp_path, data_file, energy_weight=1e308)
+    code, _, err = run_cli(["train", str(config)], capsys)
+    assert code == 3 and "Traceback" not in err
+    assert "training diverged at epoch 1, step 1" in err and "non-finite gradient norm" in err
+    assert "train.xyz frame(s)" in err and "nothing non-finite was saved" in err
+    assert not (tmp_path / "run" / "tiny.model").exists()
+
+
+def test_divergence_after_a_checkpoint_keeps_the_last_good_one(tmp_path, data_file, capsys, monkeypatch):
+    """A gradient that turns NaN in epoch 2 stops the run before the optimiser step: the epoch-1
+    checkpoint is named and still holds finite weights; no model file is written."""
+    from equitensor.train import checkpoint as ckpt
+
+    real, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def failing_norm(parameters, max_norm, *args, **kwargs):
+        calls.append(1)
+        norm = real(parameters, max_norm, *args, **kwargs)
+        return norm * float("nan") if len(calls) == 5 else norm  # 3 steps per epoch: epoch 2, step 2
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", failing_norm)
+    code, _, err = run_cli(["train", str(config_file(tmp_path, data_file, epochs=3))], capsys)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert code == 3 and "training diverged at epoch 2, step 2" in err and "gradient norm (nan)" in err
+    assert f"the last good checkpoint is {last}" in err
+    state = ckpt.load_checkpoint(last)
+    assert all(torch.isfinite(v).all() for v in state["model_state"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "tiny.model").exists()
+
+
+def test_eval_with_non_finite_predictions_exits_non_zero(tmp_path, data_file, capsys):
+    from equitensor import save_model
+
+    assert main(["train", str(config_file(tmp_path, data_file, epochs=1))]) == 0
+    model = load_model(tmp_path / "run" / "tiny.model")
+    code, _, err = run_cli(
+        ["eval", "--model", str(tmp_path / "run" / "tiny.model"), "--data", str(data_file)], capsys
+    )
+    assert code == 0 and err == ""
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    broken = tmp_path / "nan.model"
+    save_model(model, broken)
+    code, _, err = run_cli(["eval", "--model", str(broken), "--data", str(data_file)], capsys)
+    assert (
+        code == 3 and "non-finite energies or forces for 10 of 10 structures" in err
+    )  # 8 + 2 isolated atoms

@@ -62,6 +62,15 @@ class PreparedData:
     shift: float
     has_stress: bool
     notes: list[str] = field(default_factory=list)
+    train_path: str = ""
+    train_frames: list[int] = field(default_factory=list)  # frame in train_path of each training graph
+
+    def describe_train(self, indices: Sequence[int]) -> str:
+        """'train.xyz frames 3, 17' for training-graph indices (how errors name structures)."""
+        if not self.train_frames:
+            return f"training structures {', '.join(map(str, sorted(indices)))}"
+        frames = sorted(self.train_frames[i] for i in indices)
+        return f"{self.train_path} frame(s) {', '.join(map(str, frames))}"
 
 
 def read_split(path: str, config: TrainConfig, what: str) -> list[LabelledStructure]:
@@ -357,6 +366,8 @@ def prepare_data(config: TrainConfig, dtype: torch.dtype) -> PreparedData:
         shift=shift,
         has_stress=has_stress,
         notes=notes,
+        train_path=str(train_path),
+        train_frames=[int(k) for k in train_rows],
     )
 
 

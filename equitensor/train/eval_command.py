@@ -4,9 +4,11 @@ data file, and its predictions written as extxyz."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
@@ -68,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         forces += list(torch.split(predictions["forces"].double().cpu(), sizes))
         if compute_stress:
             stresses += list(predictions["stress"].double().cpu())
+    non_finite = [
+        k
+        for k, (e, f) in enumerate(zip(energies, forces))
+        if not (np.isfinite(e) and torch.isfinite(f).all())
+    ]
     summary = {"name": Path(args.data).name, "structures": len(dataset), **accumulator.summary()}
     if any(summary.get(f"{q}_count") for q in ("energy", "forces", "stress")):
         print(format_table([summary], title=f"errors of {args.model} on {args.data}"))
@@ -83,6 +90,14 @@ def run(args: argparse.Namespace) -> int:
             + (f", info {args.prefix}stress (Voigt, eV/Å^3)" if compute_stress else "")
             + ")"
         )
+    if non_finite:
+        shown = ", ".join(map(str, non_finite[:20])) + (" ..." if len(non_finite) > 20 else "")
+        print(
+            f"error: {args.model} predicts non-finite energies or forces for {len(non_finite)} of "
+            f"{len(dataset)} structures of {args.data} (frames {shown})",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

@@ -39,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    from equitensor.train.trainer import run_training
+    import sys
 
-    run_training(config, resume=args.resume)
+    from equitensor.train.trainer import TrainingDiverged, run_training
+
+    try:
+        run_training(config, resume=args.resume)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     return 0

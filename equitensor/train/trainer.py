@@ -195,6 +195,11 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDiverged(
+                f"training diverged by epoch {self.epoch}: non-finite weights; not saving them as "
+                f"{name} (earlier checkpoints in {ckpt.checkpoint_dir(self.run_dir)} are kept)"
+            )
         if self.context.is_main:
             ckpt.save_checkpoint(ckpt.checkpoint_dir(self.run_dir) / name, self._state())
 
@@ -211,17 +216,45 @@ class Trainer:
         predictions = self.train_model(
             batch.graph, compute_forces=True, compute_stress=self.loss.needs_stress, training=True
         )
-        local_loss = weight * self.loss(predictions, batch.labels, batch.graph, counts)
+        terms = self.loss.sums(predictions, batch.labels, batch.graph)
+        local_loss = weight * self.loss.combine(terms, counts)
         # DDP averages gradients over ranks; scaling by world_size makes the result the gradient
         # of the global-batch loss (the sum of the ranks' parts)
         self.optimizer.zero_grad(set_to_none=True)
         (local_loss * self.context.world_size).backward()
-        if self.config.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        clip = self.config.clip_grad if self.config.clip_grad is not None else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        finite = torch.stack([local_loss.detach().reshape(()), grad_norm.detach().to(local_loss.dtype)])
+        finite = self.context.all_reduce_sum(torch.isfinite(finite).logical_not().to(local_loss.dtype))
+        if finite.any():  # before the optimiser step: the weights stay the last finite ones
+            raise TrainingDiverged(self._divergence_message(predictions, terms, grad_norm, global_indices))
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         return float(self.context.all_reduce_sum(local_loss.detach().reshape(1)).item())
+
+    def _divergence_message(self, predictions, terms, grad_norm, global_indices: list[int]) -> str:
+        """Where training went non-finite, what did, and which checkpoint is the last good one."""
+        bad = [
+            f"prediction '{k}'"
+            for k in ("energy", "forces", "stress")
+            if k in predictions and not torch.isfinite(predictions[k]).all()
+        ]
+        bad += [f"loss term '{k}'" for k, v in terms.items() if not torch.isfinite(v).all()]
+        if not torch.isfinite(grad_norm):
+            bad.append(f"gradient norm ({float(grad_norm)})")
+        structures = self.data.describe_train(global_indices)
+        last = ckpt.checkpoint_dir(self.run_dir) / ckpt.LAST
+        kept = (
+            f"the last good checkpoint is {last} (kept; nothing non-finite was saved)"
+            if last.is_file()
+            else "no checkpoint had been written yet; nothing non-finite was saved"
+        )
+        return (
+            f"training diverged at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+            f"(global step {self.global_step + 1}): non-finite {', '.join(bad) or 'loss'} on "
+            f"{structures}; {kept}. Lower lr, set clip_grad, or check these structures."
+        )
 
     def _train_epoch(self) -> float:
         """The rest of the current epoch; returns its mean training loss."""
@@ -368,6 +401,10 @@ class Trainer:
             if name != "train":  # this rank's share only when distributed
                 parity_plot(arrays, self.run_dir / f"parity_{name}.png", f"{self.config.run_name}: {name}")
         self.log(f"plots: {self.run_dir}/learning_curves.png, parity_*.png")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, prediction or gradient became NaN or infinite; the message says where and what."""
 
 
 def _seed_everything(seed: int) -> None:
