@@ -2,13 +2,17 @@
 
 A model class in ``equitensor.models`` has a ``config`` attribute: the JSON-compatible keyword
 arguments that rebuild it. The file is read with ``torch.load(weights_only=True)``, so opening
-it cannot run code.
+it cannot run code. Model files and training checkpoints carry ``sha256``, a digest of their
+whole content (every tensor's bytes, dtype and shape, and every other value), checked on load:
+a corrupted file is an error naming the file, never wrong numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +22,8 @@ import torch
 from torch import nn
 
 FORMAT = "equitensor-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: with the sha256 content digest
+CHECKSUM_KEY = "sha256"
 
 
 def model_record(model: nn.Module) -> dict:
@@ -65,10 +70,70 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save through :func:`atomic_write`: never a half-written file."""
+def content_digest(obj: object) -> str:
+    """SHA-256 of a nested structure of dicts, lists, tensors and plain values, in a canonical
+    order (dict keys sorted by their text), tensors by dtype, shape and bytes."""
+    digest = hashlib.sha256()
+
+    def visit(value: object) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(f"D{len(value)}".encode())
+            for key in sorted(value, key=str):
+                digest.update(f"K{key!r}".encode())
+                visit(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                visit(item)
+        else:
+            digest.update(f"V{value!r}".encode())
+
+    visit(obj)
+    return digest.hexdigest()
+
+
+def atomic_save(obj: dict, path: str | os.PathLike) -> None:
+    """torch.save through :func:`atomic_write` (never a half-written file), with the content
+    digest of ``obj`` stored under :data:`CHECKSUM_KEY`."""
     with atomic_write(path) as f:
-        torch.save(obj, f)
+        torch.save({**obj, CHECKSUM_KEY: content_digest(obj)}, f)
+
+
+def read_checked(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu") -> dict:
+    """A dict written by :func:`atomic_save`, its digest verified; ValueError saying what the file
+    is not (empty, not a PyTorch archive, unreadable, corrupted)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an {what}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not an {what}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise ValueError(f"{path} is not an {what}: not a PyTorch archive (it starts with {head!r})")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable {what} (corrupted or truncated?): {reason}") from error
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is not an {what}: it holds a {type(obj).__name__}")
+    stored = obj.pop(CHECKSUM_KEY, None)
+    if stored is None:
+        warnings.warn(
+            f"{path} has no content checksum (written by an older equitensor): its integrity is not verified",
+            stacklevel=3,
+        )
+    elif stored != content_digest(obj):
+        raise ValueError(f"{path} is corrupted: its content does not match its SHA-256 checksum")
+    return obj
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
@@ -101,13 +166,9 @@ def model_from_record(record: dict, source: str = "<record>") -> nn.Module:
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a model saved by :func:`save_model` (or the model inside a training checkpoint)."""
-    try:
-        record = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(f"cannot read {path} as an equitensor model file: {error}") from error
-    if isinstance(record, dict) and "model_record" in record:  # a training checkpoint
+    """Load a model saved by :func:`save_model` (or the model inside a training checkpoint),
+    checksum verified."""
+    record = read_checked(path, "equitensor model file", map_location)
+    if "model_record" in record:  # a training checkpoint
         record = record["model_record"]
     return model_from_record(record, str(path))

@@ -316,23 +316,69 @@ def test_save_load_round_trip_float64_then_double(tmp_path):
 
 
 def test_bad_and_foreign_files_raise(tmp_path):
+    from equitensor.serialization import CHECKSUM_KEY, atomic_save
+
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a model at all")
-    with pytest.raises(ValueError, match="cannot read .* as an equitensor model file"):
+    with pytest.raises(ValueError, match="garbage.pt is not an equitensor model file: not a PyTorch archive"):
         load_model(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}, "hyper": 1}, foreign)
-    with pytest.raises(ValueError, match="is not an equitensor model file"):
+    with (
+        pytest.warns(UserWarning, match="no content checksum"),
+        pytest.raises(ValueError, match="is not an equitensor model file"),
+    ):
         load_model(foreign)
     torch.manual_seed(0)
     wrong = tmp_path / "wrong_weights.pt"
     save_model(tiny_mace(), wrong)
     record = torch.load(wrong, weights_only=True)
+    del record[CHECKSUM_KEY]
     record["config"]["num_channels"] = None
     record["config"]["hidden_irreps"] = "4x0e+4x1o"  # weights no longer fit
-    torch.save(record, wrong)
+    atomic_save(record, wrong)
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_model(wrong)
+
+
+def test_corrupted_or_foreign_model_files_are_named_errors(tmp_path, model64):
+    """A byte flip anywhere in the weights is caught by the checksum (it used to load and give
+    wrong energies); empty, text and random files say what they are not."""
+    good = tmp_path / "good.model"
+    save_model(model64, good)
+    energy = load_model(good)(methanol())["energy"]
+    torch.testing.assert_close(energy, model64(methanol())["energy"])
+    data = bytearray(good.read_bytes())
+    record = torch.load(good, weights_only=True)
+    weights = record["state_dict"]["readouts.0.weight"].double().numpy().tobytes()
+    start = bytes(data).find(weights[:16])  # flip 64 bytes inside a weight tensor's storage
+    assert start > 0
+    data[start : start + 64] = bytes(b ^ 0x5A for b in data[start : start + 64])
+    flipped = tmp_path / "flipped.model"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="flipped.model is corrupted: .*SHA-256"):
+        load_model(flipped)
+    middle = bytearray(good.read_bytes())
+    half = len(middle) // 2
+    middle[half : half + 64] = bytes(b ^ 0xFF for b in middle[half : half + 64])
+    (tmp_path / "middle.model").write_bytes(bytes(middle))
+    with pytest.raises(ValueError, match="middle.model (is corrupted|is not a readable)"):
+        load_model(tmp_path / "middle.model")
+    (tmp_path / "empty.model").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.model is empty \(0 bytes\)"):
+        load_model(tmp_path / "empty.model")
+    (tmp_path / "notes.model").write_text("energy: 1.0\n")
+    with pytest.raises(
+        ValueError, match="notes.model is not an equitensor model file: not a PyTorch archive"
+    ):
+        load_model(tmp_path / "notes.model")
+    (tmp_path / "random.model").write_bytes(
+        bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))
+    )
+    with pytest.raises(ValueError, match="random.model is not an equitensor model file"):
+        load_model(tmp_path / "random.model")
+    with pytest.raises(ValueError, match="is a folder"):
+        load_model(tmp_path)
 
 
 def test_force_training_backpropagates_to_parameters():

@@ -102,3 +102,21 @@ def test_quickstart_preset_is_a_valid_config():
     config = load_config(None)
     assert config.name == QUICKSTART["name"] and config.train_file is None
     assert load_config(None, ["epochs=1"]).epochs == 1
+
+
+def test_checkpoint_byte_flip_is_caught(tmp_path):
+    """Checkpoints carry the same SHA-256 content digest as model files, checked on resume."""
+    import torch
+
+    from equitensor.train.checkpoint import load_checkpoint, save_checkpoint
+
+    weights = torch.arange(64, dtype=torch.float64)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model_state": {"w": weights}, "epoch": 3})
+    assert load_checkpoint(path)["epoch"] == 3
+    data = bytearray(path.read_bytes())
+    start = bytes(data).find(weights.numpy().tobytes()[8:24])
+    data[start : start + 8] = bytes(8)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="last.pt is corrupted"):
+        load_checkpoint(path)

@@ -4,7 +4,8 @@ A checkpoint holds the raw model weights, optimiser, scheduler and EMA states, t
 the position in the run (epoch, step inside the epoch, partial epoch sums), the best validation
 loss so far and the per-epoch history. It also holds ``model_record`` (the EMA weights when EMA
 is on: the model that is validated and saved), so ``equitensor.load_model`` opens checkpoints
-too. Files are read with ``torch.load(weights_only=True)``: opening one cannot run code.
+too. Files are read with ``torch.load(weights_only=True)``: opening one cannot run code; their
+SHA-256 content digest is checked (see :mod:`equitensor.serialization`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from equitensor.serialization import atomic_save
+from equitensor.serialization import atomic_save, read_checked
 
 FORMAT = "equitensor-checkpoint"
 FORMAT_VERSION = 1
@@ -58,11 +59,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    state = read_checked(path, "equitensor training checkpoint")
+    if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not an equitensor training checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
