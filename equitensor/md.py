@@ -12,12 +12,14 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import ase
 import ase.io
 import numpy as np
 from ase import Atoms, units
+from ase.io.formats import UnknownFileTypeError
 from ase.md.langevin import Langevin
 from ase.md.logger import MDLogger
 from ase.md.md import MolecularDynamics
@@ -277,9 +279,34 @@ def add_model_and_structure_arguments(parser: argparse.ArgumentParser, structure
     parser.add_argument("--skin", type=float, default=0.5, help="Verlet-list skin, Å (default 0.5)")
 
 
+def check_output_folder(path: str | None, option: str) -> None:
+    """Refuse, before any work, an output file whose folder does not exist."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {Path(path).parent} does not exist")
+
+
+def read_frame(path: str, index: str) -> Atoms:
+    """Frame ``index`` of the structure file ``path``; ValueError naming an empty or unreadable
+    file, or an index outside its frames."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no such structure file")
+    if file.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: there is no structure to read")
+    try:
+        return ase.io.read(path, index=index)
+    except (StopIteration, IndexError):
+        count = len(ase.io.read(path, index=":"))
+        raise ValueError(
+            f"--index {index}: {path} has {count} frame(s) (0 to {count - 1}, or -1 for the last)"
+        ) from None
+    except UnknownFileTypeError as error:
+        raise ValueError(f"{path}: ASE cannot tell the file's format ({error})") from None
+
+
 def structure_with_calculator(args: argparse.Namespace) -> Atoms:
     """The frame ``--index`` of ``--structure`` with the model's calculator attached."""
-    atoms = ase.io.read(args.structure, index=args.index)
+    atoms = read_frame(args.structure, args.index)
     if not isinstance(atoms, Atoms):
         raise ValueError(
             f"--index {args.index!r} selects {len(atoms)} frames of {args.structure}; give one frame"
@@ -291,6 +318,10 @@ def structure_with_calculator(args: argparse.Namespace) -> Atoms:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.temperature < 0:
+        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+    check_output_folder(args.output, "--output")
+    check_output_folder(args.log, "--log")
     atoms = structure_with_calculator(args)
     initialise_velocities(atoms, args.temperature, args.seed)
     dynamics = make_dynamics(

@@ -16,7 +16,7 @@ from ase import Atoms, units
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
-from equitensor.md import add_model_and_structure_arguments, structure_with_calculator
+from equitensor.md import add_model_and_structure_arguments, check_output_folder, structure_with_calculator
 
 OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
 
@@ -77,6 +77,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    check_output_folder(args.output, "--output")
+    check_output_folder(args.trajectory, "--trajectory")
     atoms = structure_with_calculator(args)
     result = relax(
         atoms,

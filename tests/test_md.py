@@ -242,3 +242,30 @@ def test_md_command_unknown_element(tmp_path, model_file, capsys):
     code = cli_main(["md", "--model", str(model_file), "--structure", str(structure), "--steps", "2"])
     assert code == 2
     assert "Na (Z=11), Cl (Z=17)" in capsys.readouterr().err
+
+
+def test_md_and_relax_refuse_bad_arguments_before_any_work(tmp_path, model_file, capsys):
+    """Clear errors (exit 2, no traceback) for a frame index outside the file, an empty file, a
+    negative temperature or step count, and an output folder that does not exist."""
+    structure = tmp_path / "cu.xyz"
+    ase.io.write(structure, bulk("Cu", "fcc", a=3.6, cubic=True))
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    common = ["--model", str(model_file)]
+    cases = [
+        (["md", "--structure", str(structure), "--index", "999"], "--index 999: .*has 1 frame"),
+        (["md", "--structure", str(empty)], "empty.xyz is empty"),
+        (["md", "--structure", str(structure), "--temperature", "-300"], "--temperature must be >= 0"),
+        (["md", "--structure", str(structure), "--output", str(tmp_path / "no" / "t.xyz")], "does not exist"),
+        (["relax", "--structure", str(structure), "--steps", "-3"], "--steps must be >= 0"),
+        (
+            ["relax", "--structure", str(structure), "--output", str(tmp_path / "no" / "x.xyz")],
+            "does not exist",
+        ),
+    ]
+    import re
+
+    for args, message in cases:
+        assert cli_main([*args, *common]) == 2, args
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, (args, err)
