@@ -30,3 +30,19 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _temporary_cache(tmp_path_factory):
+    """Tests never write into the user's cache (auto-backend choices, CP factors): one temporary
+    folder for the session. (The compiled CPU kernel keeps its own build cache,
+    $EQUITENSOR_KERNEL_CACHE, like any compiled torch extension.)"""
+    import os
+
+    previous = os.environ.get("EQUITENSOR_CACHE")
+    os.environ["EQUITENSOR_CACHE"] = str(tmp_path_factory.mktemp("equitensor-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("EQUITENSOR_CACHE", None)
+    else:
+        os.environ["EQUITENSOR_CACHE"] = previous
