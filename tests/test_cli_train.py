@@ -1,6 +1,7 @@
 """The train and eval commands: exit codes, error messages without tracebacks, eval output."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -175,3 +176,30 @@ def test_eval_with_non_finite_predictions_exits_non_zero(tmp_path, data_file, ca
     assert (
         code == 3 and "non-finite energies or forces for 10 of 10 structures" in err
     )  # 8 + 2 isolated atoms
+
+
+def test_two_runs_started_together_into_one_folder(tmp_path, data_file):
+    """Both started at the same moment: exactly one trains, the other is refused naming the folder
+    and the holder (they used to interleave train.log and overwrite each other's files)."""
+    config = config_file(tmp_path, data_file, epochs=3)
+    command = [sys.executable, "-m", "equitensor.cli", "train", str(config)]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    results = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 2]
+    assert codes == [0, 2], results
+    assert "is in use by another training run (pid" in refused[0] and str(tmp_path / "run") in refused[0]
+    assert (tmp_path / "run" / "tiny.model").is_file()
+
+
+def test_run_folder_lock_is_released_after_a_run(tmp_path, data_file, capsys):
+    from equitensor.train.checkpoint import RunFolderLock
+
+    held = RunFolderLock(tmp_path / "run")
+    code, _, err = run_cli(["train", str(config_file(tmp_path, data_file, epochs=1))], capsys)
+    assert code == 2 and f"pid {os.getpid()}" in err
+    held.release()
+    assert run_cli(["train", str(config_file(tmp_path, data_file, epochs=1))], capsys)[0] == 0
+    assert run_cli(["train", str(config_file(tmp_path, data_file, epochs=2)), "--resume"], capsys)[0] == 0

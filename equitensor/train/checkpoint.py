@@ -29,6 +29,44 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+LOCK = ".lock"
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder for the life of a run (``flock`` on ``<run>/.lock``, which
+    names its holder): a second run started into the same folder, even at the same moment, is
+    refused instead of interleaving logs and overwriting checkpoints. Released on :meth:`release`
+    or when the process ends (the kernel drops the lock, so a killed run never leaves it stale)."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        import fcntl
+        import socket
+        import time
+
+        path = Path(run_dir) / LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a+")  # noqa: SIM115 (held open for the life of the run)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise ValueError(
+                f"{Path(run_dir)} is in use by another training run ({holder}); wait for it to end, "
+                "or choose another output_dir / name"
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._file.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()  # closing drops the flock
+
+
 def rng_state() -> dict:
     """Torch (CPU and CUDA), NumPy and Python RNG states as weights_only-loadable values."""
     numpy_state = np.random.get_state()

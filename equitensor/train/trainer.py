@@ -441,8 +441,13 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train as ``config`` says (joining torchrun's process group when launched by it)."""
     context = init_distributed(config.device)
     threads = torch.get_num_threads()
+    lock = None
     try:
+        # before anything is written into the folder: one run at a time (the main rank holds it)
+        lock = ckpt.RunFolderLock(config.run_dir) if context.is_main else None
         return Trainer(config, context, resume=resume).run()
     finally:
+        if lock is not None:
+            lock.release()
         torch.set_num_threads(threads)
         shutdown_distributed(context)
