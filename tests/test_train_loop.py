@@ -179,3 +179,24 @@ def test_statistics_from_the_training_split(tmp_path, data_file):
     edges = sum(len(neighbor_list("i", s.to_atoms(), 3.0)) for s in data.train)
     assert data.avg_num_neighbors == pytest.approx(edges / sum(s.num_atoms for s in data.train), rel=1e-12)
     assert len(data.train) + len(data.valid) == 8 and len(data.valid) == 2
+
+
+def test_resume_applies_or_refuses_every_change(tmp_path, data_file, capsys):
+    """A changed lr is applied to the optimiser and logged (it was recorded but ignored); a data
+    file whose content changed at the same path is refused (it was used without a word); ema
+    false -> true is refused by name (it raised a TypeError)."""
+    data = tmp_path / "data.xyz"
+    data.write_bytes(data_file.read_bytes())
+    train(tmp_path, data, epochs=1, lr=0.01, ema=False)
+    capsys.readouterr()
+    resumed = train(tmp_path, data, epochs=2, lr=0.001, ema=False, resume=True)
+    out = capsys.readouterr().out
+    assert "resume: lr 0.01 -> 0.001 (applied)" in out and "resume: epochs 1 -> 2 (applied)" in out
+    assert resumed.history[-1]["lr"] == pytest.approx(0.001)
+    with pytest.raises(ConfigError, match="different ema"):
+        train(tmp_path, data, epochs=3, lr=0.001, ema=True, resume=True)
+    frames = emt_frames(8, seed=0)
+    frames[3].positions[0, 0] += 0.01  # same path, other content
+    write_frames(data, frames)
+    with pytest.raises(ConfigError, match=r"the content of train_file .* changed"):
+        train(tmp_path, data, epochs=3, lr=0.001, ema=False, resume=True)

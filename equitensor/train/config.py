@@ -143,7 +143,15 @@ RESUME_FIXED_KEYS = (
     "max_atoms_per_batch",
     "optimizer",
     "scheduler",
+    "amsgrad",  # in the optimiser's saved state
+    "ema",  # the EMA weights are part of the run's state
+    "lr_factor",  # in the plateau scheduler's saved state
+    "scheduler_patience",
+    "min_lr",
+    "warmup_epochs",
 )
+# With scheduler: cosine, the schedule itself (in its saved state) depends on these too.
+RESUME_FIXED_KEYS_COSINE = ("lr", "epochs")
 
 # Small enough to train on 2 CPU cores in a couple of minutes (README's main job): MACE with 16
 # scalar channels (max_L 0, as MACE-MP "small"), float32. The energy and stress weights are

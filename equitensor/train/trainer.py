@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
 from equitensor.serialization import model_record, save_model
 from equitensor.train import checkpoint as ckpt
-from equitensor.train.config import RESUME_FIXED_KEYS, ConfigError, TrainConfig
+from equitensor.train.config import RESUME_FIXED_KEYS, RESUME_FIXED_KEYS_COSINE, ConfigError, TrainConfig
 from equitensor.train.data import PreparedData, prepare_data
 from equitensor.train.distributed import (
     DistributedContext,
@@ -69,6 +69,7 @@ class Trainer:
         )
         start = time.perf_counter()
         self.data: PreparedData = prepare_data(config, self.dtype)
+        self.data_fingerprints = data_fingerprints(config)
         for note in self.data.notes:
             self.log(note)
         self.log(
@@ -140,10 +141,21 @@ class Trainer:
         state = ckpt.load_checkpoint(path)
         saved = state["config"]
         current = self.config.to_dict()
-        changed = [key for key in RESUME_FIXED_KEYS if saved.get(key) != current.get(key)]
-        if changed:
-            details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-            raise ConfigError(f"cannot resume {path} with a different {', '.join(changed)} ({details})")
+        changed = [key for key in current if saved.get(key) != current.get(key)]
+        fixed = set(RESUME_FIXED_KEYS)
+        if self.config.scheduler == "cosine":
+            fixed |= set(RESUME_FIXED_KEYS_COSINE)
+        refused = [key for key in changed if key in fixed]
+        if refused:
+            details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in refused)
+            raise ConfigError(f"cannot resume {path} with a different {', '.join(refused)} ({details})")
+        fingerprints = data_fingerprints(self.config)
+        for name, digest in state.get("data_fingerprints", {}).items():
+            if fingerprints.get(name) != digest:
+                raise ConfigError(
+                    f"cannot resume {path}: the content of {name} ({current.get(name)}) changed since "
+                    "the run started (SHA-256 differs); start a new run for new data"
+                )
         self.model.load_state_dict(state["model_state"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
@@ -164,6 +176,13 @@ class Trainer:
             f"resumed from {path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of that epoch "
             f"({self.global_step} steps done)"
         )
+        for key in changed:  # every other setting is read from the config as training goes on
+            if key in ("lr", "weight_decay"):  # the saved optimiser state carried the old value
+                for group in self.optimizer.param_groups:
+                    group[key] = current[key]
+            if key == "ema_decay" and self.ema is not None:
+                self.ema.decay = float(current[key])
+            self.log(f"resume: {key} {saved.get(key)!r} -> {current.get(key)!r} (applied)")
 
     # ---------------------------------------------------------------- checkpoints
     def _eval_model_context(self):
@@ -192,6 +211,7 @@ class Trainer:
             },
             "history": self.history,
             "rng": ckpt.rng_state(),
+            "data_fingerprints": self.data_fingerprints,
         }
 
     def save(self, name: str) -> None:
@@ -401,6 +421,24 @@ class Trainer:
             if name != "train":  # this rank's share only when distributed
                 parity_plot(arrays, self.run_dir / f"parity_{name}.png", f"{self.config.run_name}: {name}")
         self.log(f"plots: {self.run_dir}/learning_curves.png, parity_*.png")
+
+
+def data_fingerprints(config: TrainConfig) -> dict[str, str]:
+    """SHA-256 of the content of each data file the config names (train, valid, test), so a resume
+    can tell that a file at the same path has changed."""
+    import hashlib
+
+    out = {}
+    for key in ("train_file", "valid_file", "test_file"):
+        path = getattr(config, key)
+        if path is None or not Path(path).is_file():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        out[key] = digest.hexdigest()
+    return out
 
 
 class TrainingDiverged(RuntimeError):
