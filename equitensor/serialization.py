@@ -59,6 +59,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)  # mkstemp creates 0600: give the file the mode any new file would get
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -94,6 +97,18 @@ def content_digest(obj: object) -> str:
 
     visit(obj)
     return digest.hexdigest()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` leaves when a process is killed
+    mid-write (``.<name>.<random>.tmp``) below ``folder``; returns them. Call only while no other
+    process writes there (e.g. holding the run-folder lock)."""
+    removed = []
+    for stale in Path(folder).rglob(".*.tmp"):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def atomic_save(obj: dict, path: str | os.PathLike) -> None:

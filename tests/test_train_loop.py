@@ -200,3 +200,22 @@ def test_resume_applies_or_refuses_every_change(tmp_path, data_file, capsys):
     write_frames(data, frames)
     with pytest.raises(ConfigError, match=r"the content of train_file .* changed"):
         train(tmp_path, data, epochs=3, lr=0.001, ema=False, resume=True)
+
+
+def test_files_follow_the_umask_and_stale_temporaries_are_removed(tmp_path, data_file):
+    """Model files and checkpoints get the mode any new file would (they were 0600 whatever the
+    umask); a resumed run deletes the .tmp files a killed writer left in its folder."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        result = train(tmp_path, data_file, epochs=1)
+    finally:
+        os.umask(previous)
+    for path in (result.model_path, tmp_path / "run" / "checkpoints" / "last.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    stale = tmp_path / "run" / "checkpoints" / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(tmp_path, data_file, epochs=2, resume=True)
+    assert not stale.exists()

@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
-from equitensor.serialization import model_record, save_model
+from equitensor.serialization import model_record, remove_stale_temporaries, save_model
 from equitensor.train import checkpoint as ckpt
 from equitensor.train.config import RESUME_FIXED_KEYS, RESUME_FIXED_KEYS_COSINE, ConfigError, TrainConfig
 from equitensor.train.data import PreparedData, prepare_data
@@ -483,6 +483,8 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     try:
         # before anything is written into the folder: one run at a time (the main rank holds it)
         lock = ckpt.RunFolderLock(config.run_dir) if context.is_main else None
+        if lock is not None:  # the folder is ours: temporaries of a killed run are stale
+            remove_stale_temporaries(config.run_dir)
         return Trainer(config, context, resume=resume).run()
     finally:
         if lock is not None:
