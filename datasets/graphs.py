@@ -49,6 +49,12 @@ def neighbour_list(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, 
     return j, i, -shifts
 
 
+def relative_positions(atoms: Atoms) -> np.ndarray:
+    """Positions minus the first atom's (float64): the same graph, translation-proof in float32."""
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    return positions - positions[:1] if len(positions) else positions
+
+
 def graph_from_pairs(
     atoms: Atoms,
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -59,7 +65,9 @@ def graph_from_pairs(
     sender, receiver, shifts = pairs
     as_float = {"dtype": dtype, "device": device}
     return AtomicGraph(
-        positions=torch.tensor(atoms.positions, **as_float),
+        # relative to the first atom (in float64, before any cast): only differences of positions
+        # enter a model, and in float32 a structure far from the origin would lose them
+        positions=torch.tensor(relative_positions(atoms), **as_float),
         numbers=torch.tensor(atoms.numbers, dtype=torch.long, device=device),
         edge_index=torch.tensor(np.stack([sender, receiver]), dtype=torch.long, device=device).reshape(2, -1),
         unit_shifts=torch.tensor(shifts, **as_float).reshape(-1, 3),

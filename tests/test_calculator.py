@@ -272,3 +272,19 @@ def test_structures_without_edges(name, tmp_path, capsys):
         assert cli_main(["relax", *common, "--output", str(tmp_path / f"relaxed{index}.xyz")]) == 0
         out = capsys.readouterr().out
         assert "nan" not in out.lower()
+
+
+def test_float32_energy_is_translation_invariant_far_from_the_origin():
+    """A molecule moved 1e4 Å away gives the same float32 energy to 1e-5 eV (positions are made
+    relative before the cast; it changed by ~1e-3 eV)."""
+    model = tiny_mace().float()
+    calc = EquitensorCalculator(model)
+    atoms = methanol()
+    atoms.calc = calc
+    near = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    far = atoms.copy()
+    far.positions += np.array([1.0e4, -2.0e4, 1.5e4])
+    far.calc = calc
+    assert far.get_potential_energy() == pytest.approx(near, abs=1e-5)
+    np.testing.assert_allclose(far.get_forces(), forces, atol=1e-5)
