@@ -272,6 +272,20 @@ def test_structures_without_edges(name, tmp_path, capsys):
         assert cli_main(["relax", *common, "--output", str(tmp_path / f"relaxed{index}.xyz")]) == 0
         out = capsys.readouterr().out
         assert "nan" not in out.lower()
+    nothing = tmp_path / "nothing.xyz"
+    ase.io.write(nothing, Atoms())  # a frame with zero atoms
+    for command in ("md", "relax"):
+        args = [
+            command,
+            "--model",
+            str(model_file),
+            "--structure",
+            str(nothing),
+            "--output",
+            str(tmp_path / "o.xyz"),
+        ]
+        assert cli_main(args) == 2
+        assert "no atoms" in capsys.readouterr().err
 
 
 def test_float32_energy_is_translation_invariant_far_from_the_origin():
