@@ -12,7 +12,6 @@ Not available upstream (absent from the BOTNet repository): the 3BPA test sets a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import urllib.request
@@ -29,6 +28,7 @@ from equitensor.datasets.reading import (
     read_structures,
     structures_from_atoms,
 )
+from equitensor.datasets.store import file_sha256
 
 BOTNET_COMMIT = "29e6d467317e4b5967b7ea5cbee54de953fa0d45"
 BOTNET_URL = f"https://raw.githubusercontent.com/davkovacs/BOTNet-datasets/{BOTNET_COMMIT}/"
@@ -173,7 +173,7 @@ def fetch_named_file(dataset: str, split: str, root: str | os.PathLike, download
         if not download:
             raise DatasetError(where + ", or pass download=True to fetch it.")
         _download(spec.url, path, spec.sha256, where)
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != spec.sha256:
         raise DatasetError(
             f"{path}: sha256 {actual} differs from the upstream file's {spec.sha256} ({spec.url}); "
@@ -255,14 +255,6 @@ def rmd17(root: str | os.PathLike, molecule: str, split: str | None = None) -> l
     return structures_from_atoms(frames, source=str(path), energy_key="energy", forces_key="forces")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(url: str, path: Path, sha256: str, where: str) -> None:
     """Fetch ``url`` to ``path`` through a temporary file, keeping it only if the checksum matches."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +267,7 @@ def _download(url: str, path: Path, sha256: str, where: str) -> None:
             tmp.close()
             os.unlink(tmp.name)
             raise DatasetError(f"{where}; downloading it failed ({error}).") from error
-    actual = _sha256(Path(tmp.name))
+    actual = file_sha256(Path(tmp.name))
     if actual != sha256:
         os.unlink(tmp.name)
         raise DatasetError(f"{where}; the download from {url} has sha256 {actual}, not the expected one.")

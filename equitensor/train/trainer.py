@@ -18,6 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
+from equitensor.datasets.store import file_sha256
 from equitensor.serialization import model_record, remove_stale_temporaries, save_model
 from equitensor.train import checkpoint as ckpt
 from equitensor.train.config import RESUME_FIXED_KEYS, RESUME_FIXED_KEYS_COSINE, ConfigError, TrainConfig
@@ -149,9 +150,8 @@ class Trainer:
         if refused:
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in refused)
             raise ConfigError(f"cannot resume {path} with a different {', '.join(refused)} ({details})")
-        fingerprints = data_fingerprints(self.config)
         for name, digest in state.get("data_fingerprints", {}).items():
-            if fingerprints.get(name) != digest:
+            if self.data_fingerprints.get(name) != digest:
                 raise ConfigError(
                     f"cannot resume {path}: the content of {name} ({current.get(name)}) changed since "
                     "the run started (SHA-256 differs); start a new run for new data"
@@ -244,9 +244,9 @@ class Trainer:
         (local_loss * self.context.world_size).backward()
         clip = self.config.clip_grad if self.config.clip_grad is not None else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        finite = torch.stack([local_loss.detach().reshape(()), grad_norm.detach().to(local_loss.dtype)])
-        finite = self.context.all_reduce_sum(torch.isfinite(finite).logical_not().to(local_loss.dtype))
-        if finite.any():  # before the optimiser step: the weights stay the last finite ones
+        checked = torch.stack([local_loss.detach().reshape(()), grad_norm.detach().to(local_loss.dtype)])
+        non_finite = self.context.all_reduce_sum(torch.isfinite(checked).logical_not().to(local_loss.dtype))
+        if non_finite.any():  # before the optimiser step: the weights stay the last finite ones
             raise TrainingDiverged(self._divergence_message(predictions, terms, grad_norm, global_indices))
         self.optimizer.step()
         if self.ema is not None:
@@ -426,19 +426,10 @@ class Trainer:
 def data_fingerprints(config: TrainConfig) -> dict[str, str]:
     """SHA-256 of the content of each data file the config names (train, valid, test), so a resume
     can tell that a file at the same path has changed."""
-    import hashlib
-
-    out = {}
-    for key in ("train_file", "valid_file", "test_file"):
-        path = getattr(config, key)
-        if path is None or not Path(path).is_file():
-            continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        out[key] = digest.hexdigest()
-    return out
+    files = {key: getattr(config, key) for key in ("train_file", "valid_file", "test_file")}
+    return {
+        key: file_sha256(path) for key, path in files.items() if path is not None and Path(path).is_file()
+    }
 
 
 class TrainingDiverged(RuntimeError):
