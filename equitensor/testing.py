@@ -8,6 +8,7 @@ did_translate)``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import random as _random
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from equitensor.irreps import Irreps
 
@@ -25,6 +28,7 @@ __all__ = [
     "format_equivariance_error",
     "random_irreps",
     "assert_gradients",
+    "single_device",
 ]
 
 #: Default equivariance tolerance per compute dtype (e3nn's values).
@@ -279,3 +283,52 @@ def assert_gradients(
             raise AssertionError(f"{check_name} failed for {name}: {e}") from e
         if not ok:
             raise AssertionError(f"{check_name} failed for {name}")
+
+
+#: Operations that may take a tensor from another device: they are how one gets moved.
+_MOVES = {"_to_copy", "copy_", "_copy_from", "lift_fresh", "lift_fresh_copy", "_copy_from_and_resize"}
+
+
+class _SingleDeviceMode(TorchDispatchMode):
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.__name__.split(".")[0] not in _MOVES:
+            tensors = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
+            # 0-dim CPU tensors are scalars, which every device accepts; work done entirely on
+            # another device (building constants) is not mixing
+            strangers = [t for t in tensors if t.device != self.device and t.dim() > 0]
+            if strangers and any(t.device == self.device for t in tensors):
+                value = strangers[0]
+                raise AssertionError(
+                    f"{func} got a tensor of shape {tuple(value.shape)} on {value.device} among its "
+                    f"inputs on {self.device}: something was created on the wrong device"
+                )
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def single_device(device: torch.device | str):
+    """Fail every tensor operation inside that mixes ``device`` with a (non-scalar) tensor on another.
+
+    Stricter than the devices themselves (``meta`` accepts CPU indices and matrices): run a model
+    on ``meta`` inside it and any constant, index or buffer the library creates on the CPU shows
+    up as an AssertionError naming the operation, the way it would fail, or silently copy, on a
+    GPU. Copies between devices (``.to``) are allowed.
+
+    Example::
+
+        >>> import torch
+        >>> x = torch.ones(3, device="meta")
+        >>> with single_device("meta"):
+        ...     y = x * 2 + x.new_ones(3)
+        >>> with single_device("meta"):
+        ...     x + torch.ones(3)
+        Traceback (most recent call last):
+        AssertionError: aten.add.Tensor got a tensor of shape (3,) on cpu among its inputs on meta: ...
+    """
+    with _SingleDeviceMode(torch.device(device)):
+        yield

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from equitensor.devices import FixedDtypeBuffers
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
 from equitensor.models.elements import element_table, lookup_elements
@@ -174,7 +175,7 @@ def _atomic_energies_list(
     return values
 
 
-class MACE(nn.Module):
+class MACE(FixedDtypeBuffers):
     """MACE interatomic potential (ScaleShiftMACE), from equitensor's pieces.
 
     Arguments and defaults are MACE's CLI ones: ``atomic_numbers`` (the z_table), ``r_max`` (Å),
@@ -193,6 +194,8 @@ class MACE(nn.Module):
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
     rebuilds the model. E0s, scale and shift are float64 buffers whatever the model's dtype.
     """
+
+    fixed_dtype_buffers = ("atomic_energies", "scale", "shift")
 
     def __init__(
         self,
@@ -321,14 +324,6 @@ class MACE(nn.Module):
                 self.readouts.append(NonLinearReadout(irreps_out, mlp_irreps))
             else:
                 self.readouts.append(Linear(irreps_out, "1x0e"))
-
-    def _apply(self, fn, recurse=True):
-        # E0s, scale and shift stay float64 (exact as given) on whatever device fn moves to
-        exact = {name: self._buffers[name] for name in ("atomic_energies", "scale", "shift")}
-        super()._apply(fn, recurse)
-        for name, value in exact.items():
-            self._buffers[name] = value.to(device=self._buffers[name].device)
-        return self
 
     def element_indices(self, numbers: torch.Tensor) -> torch.Tensor:
         """Index of each atom's element in ``atomic_numbers``; ValueError naming unknown elements."""

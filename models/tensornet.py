@@ -27,6 +27,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
+from equitensor.devices import has_values
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn.cartesian import (
@@ -321,7 +322,7 @@ class TensorNet(nn.Module):
         """The graph's edges plus one self-loop per atom, with their radial features."""
         vectors = graph.edge_vectors()
         distances = vectors.norm(dim=-1)
-        if bool((distances == 0).any()):
+        if has_values(distances) and bool((distances == 0).any()):
             raise ValueError(
                 "the graph has zero-length edges (self-loops or atoms on top of each other); "
                 "TensorNet adds its own self-loop per atom, so build the graph without them"

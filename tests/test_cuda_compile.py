@@ -14,7 +14,7 @@ import pytest
 import torch
 from kernels_helpers import CONFIGS, cg_conv
 
-from equitensor.kernels import edge_conv_cuda
+from equitensor.kernels import edge_conv_cuda, sparse_contract_cuda
 from equitensor.kernels.compile import compile_cubin, cuda_source
 from equitensor.kernels.edge_conv_codegen import (
     EXAMPLE_HEADER_NAME,
@@ -35,6 +35,8 @@ def headers_for(source: str, config: str) -> dict[str, str]:
     """The generated headers a .cu file needs, for one representative configuration."""
     if source == "edge_conv.cu":
         return {HEADER_NAME: generate_header(plan_from_key(cg_conv(config)[1]))}
+    if source == "sparse_contract.cu":  # no generated part: the terms are a run-time table
+        return {}
     raise AssertionError(f"tests/test_cuda_compile.py does not know the headers of cuda/{source}; add them")
 
 
@@ -86,6 +88,10 @@ def test_nvrtc_compiles_as_at_run_time(dtype, tmp_path, monkeypatch):
     ptx = compile_cubin(source, edge_conv_cuda.headers(plan), options, "compute_90")
     assert b".entry et_fwd_csr_kernel" in ptx and b".entry et_bwd_edge_111_kernel" in ptx
     assert len(list(tmp_path.glob("*.ptx"))) == 1  # cached on disk
+    sparse = compile_cubin(
+        cuda_source("sparse_contract.cu"), {}, sparse_contract_cuda.compile_options(dtype), "compute_90"
+    )
+    assert b".entry et_sparse_contract_kernel" in sparse
     broken = source.replace("typedef long long et_index;", "typedef long long et_index", 1)
     assert broken != source
     with pytest.raises(RuntimeError, match="NVRTC could not compile"):

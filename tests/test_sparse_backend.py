@@ -150,8 +150,15 @@ def test_edge_convolution_refuses_what_it_cannot_compute():
         EdgeConvolution("4x0e + 2x1o", Irreps.spherical_harmonics(1), backend="sparse")
     conv = EdgeConvolution("2x0e", Irreps.spherical_harmonics(1), backend="sparse")
     x, vectors, weights, edge_index = conv_inputs(conv, torch.float64)
-    with pytest.raises(ValueError, match="CPU tensors only"):
-        conv.product(x.to("meta"), vectors, weights, edge_index)
+    # the CUDA implementation checks its operands' devices as the C++ one does (meta stands in)
+    from equitensor.kernels.sparse_contract_cuda import check_arguments
+
+    product = conv.product
+    sh = conv.edge_spherical_harmonics(vectors)
+    args = ([x.reshape(len(x), 1, 2), sh, weights.reshape(len(sh), -1, 2)], [edge_index[0], None, None])
+    more = (edge_index[1], len(x), product.out_dim, 2, product.components, product.coefficients)
+    with pytest.raises(ValueError, match=r"input 1 must be .* on meta, got torch.float64 \(40, 4\) on cpu"):
+        check_arguments([args[0][0].to("meta"), *args[0][1:]], args[1], *more)
     record = backend_capabilities("sparse")
     assert "edge_convolution" in record.operations and "product_basis" in record.operations
     assert record.available(torch.device("meta")) is not None

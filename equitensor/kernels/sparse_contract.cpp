@@ -377,7 +377,8 @@ class SparseContractFunction : public torch::autograd::Function<SparseContractFu
       order.push_back(K);
       order.push_back(j);
       const at::Tensor columns =
-          components.index_select(1, at::tensor(order, at::TensorOptions().dtype(at::kLong))).contiguous();
+          components.index_select(1, at::tensor(order, at::TensorOptions().dtype(at::kLong)).to(components.device()))
+              .contiguous();
       const at::Tensor& target = inputs[j];
       grads[j] = call_op(operands, rows, indices.get(j), target.size(0), target.size(1),
                          target.dim() == 3 ? target.size(2) : 0, columns, coefficients);

@@ -16,6 +16,10 @@ the op itself and is again differentiable: derivatives of any order run on the s
 only the gradients the autograd engine will use are computed (no weight gradients inside
 ``autograd.grad(energy, positions)``).
 
+On CUDA tensors the op runs the kernel of ``cuda/sparse_contract.cu``
+(:mod:`equitensor.kernels.sparse_contract_cuda`, NVRTC through CuPy); the C++ library still
+defines the op and its autograd, so it is built on GPU machines too.
+
 Build: ``equitensor/kernels/sparse_contract.cpp`` is compiled on first use with
 ``torch.utils.cpp_extension`` (g++ and ninja, ``-O3 -march=native -fopenmp``) and cached in
 ``$EQUITENSOR_KERNEL_CACHE/cpu`` (default ``~/.cache/equitensor/kernels/cpu``) under a hash of the
@@ -160,7 +164,10 @@ def _fake(inputs, indices, out_index, out_rows, out_dim, channels, components, c
 
 
 def _register_python_parts() -> None:
+    from equitensor.kernels.sparse_contract_cuda import sparse_contract_cuda
+
     torch.library.register_fake("equitensor::sparse_contract", _fake)
+    torch.library.impl("equitensor::sparse_contract", "CUDA", sparse_contract_cuda)
 
 
 def available() -> str | None:

@@ -21,6 +21,7 @@ from functools import cache
 import torch
 from torch import nn
 
+from equitensor.devices import FixedDtypeBuffers, has_values
 from equitensor.irreps import Irrep, Irreps
 from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.o3 import wigner_3j
@@ -122,9 +123,11 @@ class ProductBasisSpec:
 
 def one_hot_index(node_attrs: torch.Tensor) -> torch.Tensor | None:
     """Each row's position of its single 1 if ``node_attrs`` is exactly one-hot (and needs no
-    gradient), else None."""
+    gradient), else None. Attributes without values (``meta``) are taken as one-hot (MACE's)."""
     if node_attrs.requires_grad or node_attrs.shape[1] == 0:
         return None
+    if not has_values(node_attrs):
+        return node_attrs.argmax(1)
     if not bool(((node_attrs == 0) | (node_attrs == 1)).all() and (node_attrs.sum(1) == 1).all()):
         return None
     return node_attrs.argmax(1)
@@ -138,7 +141,7 @@ def _coupling_irreps(irreps_in) -> Irreps:
     return irreps
 
 
-class SymmetricContraction(nn.Module):
+class SymmetricContraction(FixedDtypeBuffers):
     """MACE's symmetric contraction (product basis) with element-dependent weights.
 
     ``irreps_in``: ``C x ir`` for every coupled irrep (same multiplicity C, distinct irreps),
@@ -152,15 +155,17 @@ class SymmetricContraction(nn.Module):
     weights are folded into U per element, (C, E D, (2L+1) D^(correlation-1)) once per call).
 
     ``backend="sparse"`` evaluates the same polynomial from its non-zero terms only (see
-    :func:`symmetric_terms`) with the compiled CPU kernel of :mod:`equitensor.tp.backends.sparse`:
-    the weights are folded into the terms per element (a small (E C, P) @ (P, T) product), then
-    one pass over nodes and terms, channels innermost, computes every order and output at once
-    (a constant 1 appended to A stands in for the missing factors of the lower orders).
+    :func:`symmetric_terms`) with the compiled kernels (C++ on CPU, CUDA on GPU) of
+    :mod:`equitensor.tp.backends.sparse`: the weights are folded into the terms per element (a
+    small (E C, P) @ (P, T) product), then one pass over nodes and terms, channels innermost,
+    computes every order and output at once (a constant 1 appended to A stands in for the
+    missing factors of the lower orders).
     ``backend="auto"`` measures the backends that can run on the first input's device and dtype
     and keeps the fastest (:mod:`equitensor.tp.backends.auto`; ``self.backend_choice`` says why).
     """
 
     backends = ("cg", "sparse")
+    fixed_dtype_buffers = ("term_ones",)  # the sparse kernel's float64 term coefficients
 
     def __init__(
         self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cg"
@@ -236,17 +241,23 @@ class SymmetricContraction(nn.Module):
                 self._term_coefficients.append(coefficients)
                 start += count
             offset += ir_out.dim
-        self._terms = torch.cat(rows).to(torch.int32).contiguous()
+        device = self.weights[0][0].device
+        terms = torch.cat(rows).to(torch.int32).contiguous()
         # A (N, D + 1, C) in ir_mul layout straight from x padded with a column of ones, and the
         # output back to mul_ir: one index_select each (also in every derivative)
         c = self.num_channels
-        to_ir_mul = ir_mul_permutation(self.irreps_in)
-        self._input_columns = torch.cat([to_ir_mul, torch.full((c,), self.irreps_in.dim)])
-        self._output_columns = ir_mul_permutation(self.irreps_out).argsort()
-        self._term_ones = torch.ones(self._terms.shape[0], dtype=torch.float64)
+        input_columns = torch.cat([ir_mul_permutation(self.irreps_in), torch.full((c,), self.irreps_in.dim)])
+        buffers = {
+            "term_components": terms,
+            "term_ones": torch.ones(terms.shape[0], dtype=torch.float64),
+            "input_columns": input_columns,
+            "output_columns": ir_mul_permutation(self.irreps_out).argsort(),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.to(device), persistent=False)
 
     def _couplings_for(self, dtype: torch.dtype, device: torch.device) -> list[list[torch.Tensor]]:
-        key = (dtype, device)
+        key = ("couplings", dtype, device)
         if key not in self._cast:
             self._cast[key] = [[u.to(device=device, dtype=dtype) for u in us] for us in self._couplings]
         return self._cast[key]
@@ -314,17 +325,18 @@ class SymmetricContraction(nn.Module):
         if self.backend == "sparse":
             self._build_sparse_terms()
 
-    def _folded_weights(self, dtype: torch.dtype) -> torch.Tensor:
+    def _folded_weights(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights
         (inference, MD) are folded once and reused until they change."""
-        if dtype not in self._cast:
-            self._cast[dtype] = [[u.to(dtype) for u in self._term_coefficients]]
+        key = ("terms", dtype, device)
+        if key not in self._cast:
+            self._cast[key] = [u.to(device=device, dtype=dtype) for u in self._term_coefficients]
         weights = [weight for per_output in self.weights for weight in per_output]
         frozen = not (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
-        state = (dtype, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
+        state = (dtype, device, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
         if frozen and getattr(self, "_folded_cache", (None, None))[0] == state:
             return self._folded_cache[1]
-        coefficients = self._cast[dtype][0]
+        coefficients = self._cast[key]
         folded = torch.cat(
             [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
         ).contiguous()
@@ -334,15 +346,10 @@ class SymmetricContraction(nn.Module):
     def _sparse_forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         from equitensor.kernels.sparse_contract import sparse_contract
 
-        if x.device.type != "cpu":
-            raise ValueError(
-                f"SymmetricContraction(backend='sparse') runs on CPU tensors only, got {x.device}; "
-                "use backend='cg' on a GPU"
-            )
         n, c = x.shape[0], self.num_channels
-        folded = self._folded_weights(x.dtype)
+        folded = self._folded_weights(x.dtype, x.device)
         padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
-        a = padded.index_select(1, self._input_columns).reshape(n, self.coupling_irreps.dim + 1, c)
+        a = padded.index_select(1, self.input_columns).reshape(n, self.coupling_irreps.dim + 1, c)
         out_dim = sum(ir.dim for _, ir in self.irreps_out)
 
         def contract(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -353,20 +360,20 @@ class SymmetricContraction(nn.Module):
                 n,
                 out_dim,
                 c,
-                self._terms,
-                self._term_ones,
+                self.term_components,
+                self.term_ones,
             )
 
         elements = one_hot_index(node_attrs)
         if elements is not None:
             out = contract(folded, elements)
         else:  # mixed attributes: one pass per element, scaled by its attribute
-            rows = torch.zeros(n, dtype=torch.int64)
+            rows = torch.zeros(n, dtype=torch.int64, device=x.device)
             out = sum(
                 node_attrs[:, z, None, None] * contract(folded[z : z + 1], rows)
                 for z in range(self.num_elements)
             )
-        return out.reshape(n, out_dim * c).index_select(1, self._output_columns)
+        return out.reshape(n, out_dim * c).index_select(1, self.output_columns)
 
     def folds_weights(self, nodes: int, paths: int) -> bool:
         """Whether the highest order (with ``paths`` paths) folds the weights into U per element

@@ -1,4 +1,5 @@
-"""The ``sparse`` backend: compiled C++ CPU kernels that loop over the non-zero coefficients only.
+"""The ``sparse`` backend: compiled kernels that loop over the non-zero coefficients only (C++ on
+the CPU, CUDA on a GPU: ``cuda/sparse_contract.cu``).
 
 Both hot operations of MACE-like models run on one kernel, ``equitensor::sparse_contract``
 (:mod:`equitensor.kernels.sparse_contract`: channels innermost, gather and scatter fused in, any
@@ -13,15 +14,15 @@ derivative order from the same kernel):
 
 The edge convolution needs one multiplicity for every node-feature block (MACE's case) and
 weighted 'uvu' paths with SH blocks of multiplicity 1; other specs are refused naming the path.
-CPU tensors only. The C++ source is compiled at first use and cached; where it cannot be built,
-``available`` says why and ``auto`` does not consider it.
+The C++ source is compiled at first use and cached (the CUDA one with NVRTC, through CuPy); where
+either cannot be built, ``available`` says why and ``auto`` does not consider it.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from equitensor.devices import FixedDtypeBuffers
 from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.kernels.edge_conv_plan import edge_conv_limitations, plan_from_key, plan_key
 from equitensor.tp.backends.capabilities import BackendCapabilities, Limitation, register_backend
@@ -51,21 +52,32 @@ def sparse_limitations(spec: TensorProductSpec) -> list[Limitation]:
 
 
 def sparse_available(device: torch.device) -> str | None:
-    """Why the kernels cannot run on ``device`` here (not a CPU, or no compiler), or None."""
-    if device.type != "cpu":
-        return f"the sparse kernels run on CPU tensors only, not {device.type}"
+    """Why the kernels cannot run on ``device`` here, or None: no C++ compiler (the op and its
+    autograd are C++ on every device); on a GPU also no CuPy, and, for ``auto``, kernels not yet
+    validated on a GPU (``equitensor.kernels.GPU_VALIDATED``; ask for ``backend='sparse'``
+    explicitly to use them)."""
+    if device.type not in ("cpu", "cuda"):
+        return f"the sparse kernels run on CPU and CUDA tensors, not {device.type}"
     from equitensor.kernels.sparse_contract import available
 
-    return available()
+    problem = available()
+    if problem is None and device.type == "cuda":
+        from equitensor.tp.backends.cuda import cuda_available
+
+        problem = cuda_available(device)
+    return problem
 
 
-class SparseEdgeProduct(nn.Module):
+class SparseEdgeProduct(FixedDtypeBuffers):
     """Gather, 'uvu' product with the SH of the edge and receiver sum in one C++ pass over edges.
 
     Built from the same :class:`TensorProductSpec` as the cg backend (same weights, same
     layout). Call as ``product(node_feats, sh, edge_weights, edge_index)``; returns the per-node
-    sums (N, irreps_out.dim) in e3nn's mul_ir layout.
+    sums (N, irreps_out.dim) in e3nn's mul_ir layout. The term table (int32 components, float64
+    coefficients) follows the module's device and keeps its dtype.
     """
+
+    fixed_dtype_buffers = ("coefficients",)
 
     def __init__(self, spec: TensorProductSpec) -> None:
         super().__init__()
@@ -96,24 +108,11 @@ class SparseEdgeProduct(nn.Module):
         )
         self.register_buffer("coefficients", torch.tensor(values, dtype=torch.float64), persistent=False)
 
-    def _apply(self, fn, recurse=True):
-        # the term table stays int32/float64 on the CPU whatever the module is moved or cast to
-        components, coefficients = self.components, self.coefficients
-        super()._apply(fn, recurse)
-        self.components, self.coefficients = components, coefficients
-        return self
-
     def forward(
         self, node_feats: torch.Tensor, sh: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor
     ) -> torch.Tensor:
         from equitensor.kernels.sparse_contract import sparse_contract
 
-        for name, tensor in (("node_feats", node_feats), ("SH", sh), ("edge_weights", edge_weights)):
-            if tensor.device.type != "cpu":
-                raise ValueError(
-                    f"the 'sparse' backend got {name} on {tensor.device}; it runs on CPU tensors only "
-                    "(use backend='cg' or 'cuda' on a GPU)"
-                )
         n, e, c = node_feats.shape[0], sh.shape[0], self.channels
         sender, receiver = edge_index.to(torch.int64)
         x = node_feats.index_select(1, self.node_to_ir_mul).reshape(n, self.node_dim, c)
@@ -133,8 +132,8 @@ class SparseEdgeProduct(nn.Module):
 
 CAPABILITIES = BackendCapabilities(
     name="sparse",
-    summary="compiled C++ CPU kernels over the non-zero CG / generalised-CG coefficients, channels "
-    "innermost, gather and scatter fused (edge convolution; MACE product basis)",
+    summary="compiled kernels (C++ on CPU, CUDA on GPU) over the non-zero CG / generalised-CG "
+    "coefficients, channels innermost, gather and scatter fused (edge convolution; MACE product basis)",
     operations=("edge_convolution", "product_basis"),
     paths="weighted 'uvu' node x SH(edge) paths with one node multiplicity (EdgeConvolution); "
     "every symmetric contraction (SymmetricContraction)",
@@ -142,7 +141,7 @@ CAPABILITIES = BackendCapabilities(
     exact=True,
     error="float round-off (summation order differs from cg)",
     max_derivative_order=None,  # every derivative is the same kernel with operands swapped
-    devices=("cpu",),
+    devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=sparse_limitations,
     build=None,  # built by EdgeConvolution(backend="sparse") / SymmetricContraction(backend="sparse")

@@ -1,0 +1,58 @@
+"""What the library needs to know about devices: which tensors hold values, and buffers that
+follow the module's device but keep their dtype.
+
+Data-dependent input checks (an unknown element, a zero-length edge) read tensor values, which a
+tensor on the ``meta`` device does not hold. :func:`has_values` says whether they can run; they are
+skipped on ``meta`` so that a whole model can run there, shapes only, to prove that every tensor
+the library creates follows its inputs' device (``tests/test_meta_device.py``, with
+:func:`equitensor.testing.single_device`). On a GPU such a check costs one synchronisation.
+
+Example::
+
+    >>> import torch
+    >>> has_values(torch.zeros(2)), has_values(torch.zeros(2, device="meta"))
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def has_values(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds values that a check can read (False on the ``meta`` device)."""
+    return not tensor.is_meta
+
+
+class FixedDtypeBuffers(nn.Module):
+    """A module whose buffers named in ``fixed_dtype_buffers`` follow ``.to(device)`` but keep their
+    dtype under ``.to(dtype)``, ``.float()``, ``.double()``: exact float64 constants (coefficient
+    tables, E0s) of a module computing in float32, so that moving it back to float64 loses nothing.
+
+    Example::
+
+        >>> class Table(FixedDtypeBuffers):
+        ...     fixed_dtype_buffers = ("coefficients",)
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.register_buffer("coefficients", torch.tensor([1 / 3], dtype=torch.float64))
+        >>> Table().float().to("meta").coefficients.dtype, Table().to("meta").coefficients.device
+        (torch.float64, device(type='meta'))
+    """
+
+    fixed_dtype_buffers: tuple[str, ...] = ()
+
+    def _apply(self, fn, recurse=True):
+        kept = {
+            name: self._buffers[name]
+            for name in self.fixed_dtype_buffers
+            if self._buffers.get(name) is not None
+        }
+        super()._apply(fn, recurse)
+        for name, value in kept.items():
+            self._buffers[name] = value.to(device=self._buffers[name].device)
+        return self
+
+
+__all__ = ["FixedDtypeBuffers", "has_values"]
