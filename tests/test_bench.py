@@ -224,6 +224,24 @@ def test_bench_product_mace_torch_peer_matches_in_float64(tmp_path):
     assert "SymmetricContraction" in data["cases"][0]["implementations"]["mace-torch"]["info"]["module"]
 
 
+def test_bench_product_cueq_peer_matches_with_our_weights(tmp_path):
+    """cuEquivariance's SymmetricContraction holding our weights (the weight map) computes our
+    output and gradients in float64 (naive method on CPU)."""
+    pytest.importorskip("cuequivariance_torch")
+    data, rows = bench_json(
+        tmp_path,
+        ["product", "--lmax", "2", "--channels", "3", "--batch", "5", "--correlation", "3"]
+        + ["--lmax-out", "2", "--peers", "cueq", "--backends", "cg", "--dtype", "float64"]
+        + ["--passes", "fwd,fwd+bwd+dbwd", "--no-memory", *FAST],
+    )
+    runs = timed(rows)
+    for pass_name in ("fwd", "fwd+bwd+dbwd"):
+        row = runs[("cueq", pass_name)]
+        assert row["max_rel_diff"] < 1e-12 and row["max_rel_diff"] < row["tolerance"]
+    info = data["cases"][0]["implementations"]["cueq"]["info"]
+    assert info["group"] == "O3_e3nn" and info["method"] == "naive"
+
+
 def test_bench_model_mace_torch_peer_matches_energy_forces_and_training_gradients(tmp_path):
     pytest.importorskip("mace.modules.models")
     data, rows = bench_json(

@@ -78,10 +78,11 @@ def first_and_second_derivatives(function, x, v, w, edge_index, seed: int):
     g = torch.Generator().manual_seed(seed)
     x, v, w = (t.detach().clone().requires_grad_() for t in (x, v, w))
     out = function(x, v, w, edge_index)
-    c = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    # drawn in float64 then cast: float32 and float64 runs get the same numbers
+    c = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype)
     energy = (c * out * out).sum()
     first = torch.autograd.grad(energy, (x, v, w), create_graph=True)
-    d = torch.randn(v.shape, generator=g, dtype=v.dtype)
+    d = torch.randn(v.shape, generator=g, dtype=torch.float64).to(v.device, v.dtype)
     loss = (d * -first[1]).sum() + first[0].sum()
     second = torch.autograd.grad(loss, (x, v, w))
     return [t.detach() for t in first] + list(second)

@@ -1,4 +1,5 @@
-"""The fused edge-convolution CUDA kernels against cg and against their CPU reference ops (GPU only).
+"""The CUDA kernels against cg and against their CPU reference ops (GPU only): the fused edge
+convolution (``cuda`` backend) and ``equitensor::sparse_contract`` (``sparse`` backend on a GPU).
 
 Marked ``gpu`` (run with ``-m gpu``); every test skips with the reason when there is no CUDA GPU
 or no CuPy. Tolerances are relative to the largest magnitude of the reference: float64 1e-11,
@@ -140,10 +141,14 @@ def test_module_backend_cuda_equals_cg_and_checks_indices():
         conv(*inputs, torch.full_like(edge_index, 20))
 
 
-def test_force_hessian_is_symmetric_and_equals_cg():
-    """A small MACE with the cuda edge convolution: forces from the kernels' backward, the Hessian
-    dF_i/dr_j from their double backward. It must be symmetric (conservative forces) and equal the
-    cg model's Hessian with the same weights."""
+@pytest.mark.parametrize(
+    "backend, product_backend", [("cuda", "cg"), ("sparse", "sparse"), ("cuda", "sparse")]
+)
+def test_force_hessian_is_symmetric_and_equals_cg(backend, product_backend):
+    """A small MACE on the kernels (the fused cuda edge convolution, or the sparse kernels for the
+    edge convolution and the product basis): forces from their backward, the Hessian dF_i/dr_j
+    from their double backward. It must be symmetric (conservative forces) and equal the cg
+    model's Hessian with the same weights."""
     from ase.build import molecule
 
     from equitensor.datasets.graphs import graph_from_atoms
@@ -162,7 +167,7 @@ def test_force_hessian_is_symmetric_and_equals_cg():
     )
     torch.manual_seed(0)
     cg = MACE(**kwargs).double().cuda()
-    cuda = MACE(**kwargs, backend="cuda").double().cuda()
+    cuda = MACE(**kwargs, backend=backend, product_backend=product_backend).double().cuda()
     cuda.load_state_dict(cg.state_dict())
     graph = graph_from_atoms(molecule("CH3CH2OH"), 3.0, torch.float64).to("cuda")
 
@@ -178,3 +183,92 @@ def test_force_hessian_is_symmetric_and_equals_cg():
     assert_close(forces, forces_cg, 1e-10, "forces")
     assert_close(h, h_cg, 1e-10, "hessian")
     assert_close(h, h.T, 1e-10, "hessian symmetry")
+
+
+# ---------------------------------------------------------------- equitensor::sparse_contract
+
+
+@DTYPES
+@pytest.mark.parametrize("out_channels", [True, False], ids=["channelled-out", "summed-out"])
+@pytest.mark.parametrize("scatter", [True, False], ids=["scatter", "rows"])
+def test_sparse_contract_on_gpu_equals_cpu(scatter, out_channels, dtype):
+    from test_sparse_backend import random_map
+
+    from equitensor.kernels.sparse_contract import sparse_contract
+
+    gen = torch.Generator().manual_seed(11)
+    nodes, edges, c = 50, 900, 40  # channels above a warp, not a multiple of 32
+    x = torch.randn(nodes, 4, c, generator=gen, dtype=dtype)
+    y = torch.randn(edges, 3, generator=gen, dtype=dtype)
+    w = torch.randn(edges, 2, c, generator=gen, dtype=dtype)
+    sender = torch.randint(0, nodes, (edges,), generator=gen)
+    receiver = torch.randint(0, nodes - 1, (edges,), generator=gen)  # the last node gets nothing
+    components, coefficients = random_map(gen, [4, 3, 2, 6], 60)
+    out_index, out_rows = (receiver, nodes) if scatter else (None, edges)
+    args = ([x, y, w], [sender, None, None], out_index, out_rows, 6, c if out_channels else 0)
+    cpu = sparse_contract(*args, components, coefficients)
+    moved = (
+        [t.cuda() for t in args[0]],
+        [None if t is None else t.cuda() for t in args[1]],
+        None if out_index is None else out_index.cuda(),
+        *args[3:],
+    )
+    gpu = sparse_contract(*moved, components.cuda(), coefficients.cuda())
+    assert_close(gpu.cpu(), cpu, TOL[dtype][0])
+    with pytest.raises(ValueError, match="on cuda"):
+        sparse_contract(
+            [moved[0][0].cpu(), *moved[0][1:]], *moved[1:], components.cuda(), coefficients.cuda()
+        )
+    with pytest.raises(IndexError, match="out of range"):
+        bad = [torch.full_like(sender, nodes).cuda(), None, None]
+        sparse_contract(moved[0], bad, *moved[2:], components.cuda(), coefficients.cuda())
+
+
+@DTYPES
+def test_sparse_product_basis_on_gpu_equals_cg(dtype):
+    """SymmetricContraction(backend='sparse') on the GPU: value, first and second derivatives
+    (input and weights) against cg with the same weights, computed in float64."""
+    from equitensor.nn import SymmetricContraction
+
+    torch.manual_seed(0)
+    args = ("32x0e+32x1o+32x2e", "32x0e+32x1o", 3, 4)
+    cg = SymmetricContraction(*args, backend="cg").double().cuda()
+    sparse = SymmetricContraction(*args, backend="sparse").cuda().to(dtype)
+    sparse.load_state_dict(cg.state_dict())
+    x = torch.randn(300, cg.irreps_in.dim, dtype=torch.float64, device="cuda")
+    attrs = torch.nn.functional.one_hot(torch.arange(300, device="cuda") % 4, 4).double()
+
+    def derivatives(module, x, attrs):
+        x = x.clone().requires_grad_()
+        out = module(x, attrs)
+        params = list(module.parameters())
+        first = torch.autograd.grad(out.sin().sum(), [x, *params], create_graph=True)
+        second = torch.autograd.grad(first[0].square().sum(), [x, *params])
+        return [out, *first, *second]
+
+    expected = derivatives(cg, x, attrs)
+    got = derivatives(sparse, x.to(dtype), attrs.to(dtype))
+    first, second = TOL[dtype]
+    for k, (a, b) in enumerate(zip(got, expected)):
+        assert_close(a.double(), b, first if k <= len(got) // 2 else second, f"output {k}")
+
+
+@DTYPES
+@pytest.mark.parametrize("config", ["mace128", "wide"])
+def test_sparse_edge_convolution_on_gpu_equals_cg(config, dtype):
+    """EdgeConvolution(backend='sparse') on the GPU: the force-training chain against cg."""
+    conv, _ = gpu_conv(config)
+    if len({mul for mul, _ in conv.irreps_node}) > 1:
+        pytest.skip("the sparse edge convolution needs one node multiplicity")
+    sparse = EdgeConvolution(*GPU_CONFIGS[config], backend="sparse").cuda()
+    conv = conv.cuda()
+    nodes, edges = 23, 300
+    edge_index = random_graph(nodes, edges, seed=1, device="cuda")
+    inputs = random_inputs(conv, nodes, edges, dtype, seed=2, device="cuda")
+    truth = random_inputs(conv, nodes, edges, torch.float64, seed=2, device="cuda")
+    expected = first_and_second_derivatives(conv, *truth, edge_index, seed=3)
+    got = first_and_second_derivatives(sparse, *inputs, edge_index, seed=3)
+    first, second = TOL[dtype]
+    assert_close(sparse(*inputs, edge_index).double(), conv(*truth, edge_index), first, "forward")
+    for name, a, b in zip(("dx", "dv", "dw", "d2x", "d2v", "d2w"), got, expected):
+        assert_close(a.double(), b, first if name[1] != "2" else second, name)

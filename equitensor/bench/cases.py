@@ -14,8 +14,8 @@ Operations and the shapes they use (C channels, degree L):
   on random edges, backends cg, so2 and cp. Peers: e3nn and cuEquivariance channel-wise products,
   each with e3nn's spherical harmonics, gather and ``index_add``.
 - ``product``: MACE's product basis ``SymmetricContraction(C x (0e..L) -> C x (0e..lmax_out))``
-  with element weights (cg). Peer: mace-torch's ``SymmetricContraction``, its weights copied
-  into ours.
+  with element weights (cg). Peers: mace-torch's ``SymmetricContraction``, its weights copied
+  into ours; cuEquivariance's ``SymmetricContraction`` with ours (element index input).
 - ``model:mace`` / ``model:tensornet``: energy (fwd), energy + forces (fwd+bwd), and a training
   step's gradient of an energy+force loss with respect to the parameters (fwd+bwd+dbwd), on a
   periodic CuNi cell or a molecule. MACE on edge-convolution backends cg and so2 (same weights);
@@ -519,6 +519,17 @@ def product_case(
                 )
             except Exception as error:  # a peer's failure is reported, never fatal
                 skipped["mace-torch"] = _first_line(error)
+    if "cueq" in peers_wanted:  # after mace-torch: it takes our weights, mace-torch's if loaded
+        reason = peers.unavailable("cueq") or ("no reference was built" if reference is None else None)
+        if reason:
+            skipped["cueq"] = reason
+        else:
+            try:
+                theirs, info = peers.cueq_symmetric_contraction(reference, dtype, device)
+                index = species.to(torch.int32)  # the element index in place of the one-hot attrs
+                impls.append(_operator("cueq", "cuequivariance", theirs, [x], [index], g, v, info=info))
+            except Exception as error:  # a peer's failure is reported, never fatal
+                skipped["cueq"] = _first_line(error)
     shape = {
         "irreps_in": str(irreps_in),
         "irreps_out": str(irreps_out),

@@ -16,7 +16,7 @@ __all__ = ["add_bench_parser", "parse_cp_rank", "parse_ints", "run"]
 PEERS = {
     "tp": "e3nn,cueq",
     "conv": "e3nn,cueq",
-    "product": "mace-torch",
+    "product": "mace-torch,cueq",
     "model": "mace-torch,torchmd-net",
 }
 BACKENDS = {

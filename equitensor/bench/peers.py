@@ -10,7 +10,9 @@ operation, is skipped with a reason (:func:`unavailable`) rather than silently r
 - cuEquivariance (group ``O3_e3nn``, e3nn's irrep order; ``mul_ir`` layout): the channel-wise
   product ``cuet.ChannelWiseTensorProduct`` (weight blocks permuted to cuEquivariance's sorted
   order) and ``cue.descriptors.full_tensor_product``. On CPU only the ``naive`` method exists;
-  on CUDA cuEquivariance picks its method, which is recorded.
+  on CUDA cuEquivariance picks its method, which is recorded. The product basis
+  ``cuet.SymmetricContraction(original_mace=True)`` (called with the element index, not one-hot),
+  our weights copied into its ``weight`` (see :func:`cueq_symmetric_contraction`).
 - mace-torch (ACEsuit/mace): ``mace.modules.symmetric_contraction.SymmetricContraction`` for the
   product basis and ``ScaleShiftMACE`` for the whole model, both with ``use_reduced_cg=False``
   and their weights copied into ours (:mod:`equitensor.interop.mace_torch`), so the same numbers
@@ -30,6 +32,7 @@ from equitensor.tp.spec import TensorProductSpec
 __all__ = [
     "cueq_channelwise",
     "cueq_full_tensor_product",
+    "cueq_symmetric_contraction",
     "e3nn_o3",
     "e3nn_tensor_product",
     "mace_torch_contraction",
@@ -221,6 +224,57 @@ def cueq_full_tensor_product(irreps1, irreps2, dtype: torch.dtype, device: torch
     }
     del dtype  # SegmentedPolynomial follows its inputs' dtype
     return (lambda x1, x2: module([x1, x2])[0]), info
+
+
+def cueq_symmetric_contraction(ours, dtype: torch.dtype, device: torch.device):
+    """``cuet.SymmetricContraction`` (O3_e3nn, mul_ir, ``original_mace=True``) holding the weights
+    of ``ours`` (our ``SymmetricContraction``); call it as ``module(x, element_index)``.
+
+    Its weight (elements, paths, C) concatenates along the paths, for every output irrep k in
+    order, our ``weights[k][nu - 1]`` for nu = correlation down to 1 (mace-torch's order). Built
+    with torch's default dtype at float64: O3_e3nn takes its Clebsch-Gordan coefficients from
+    e3nn's ``wigner_3j``, which follows the default dtype (float32 ones differ from ours by ~1e-8,
+    and cuEquivariance caches the contraction per irreps: the check would catch a stale one).
+    cuEquivariance's plain ``O3`` is another basis (off by ~0.2 at correlation 3, lmax_out >= 1).
+    Returns (module, info)."""
+    import cuequivariance as cue
+    import cuequivariance_torch as cuet
+    from cuequivariance.group_theory.experimental.e3nn import O3_e3nn
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module = cuet.SymmetricContraction(
+                cue.Irreps(O3_e3nn, str(ours.irreps_in)),
+                cue.Irreps(O3_e3nn, str(ours.irreps_out)),
+                contraction_degree=ours.correlation,
+                num_elements=ours.num_elements,
+                layout_in=cue.mul_ir,
+                layout_out=cue.mul_ir,
+                original_mace=True,
+                dtype=dtype,
+                device=device,
+                method=_cueq_method(device),
+            )
+    finally:
+        torch.set_default_dtype(default)
+    weight = torch.cat([w for per_output in ours.weights for w in reversed(list(per_output))], dim=1)
+    if weight.shape != module.weight.shape:
+        raise RuntimeError(
+            f"cuEquivariance weight shape {tuple(module.weight.shape)} is not ours {tuple(weight.shape)}"
+        )
+    with torch.no_grad():
+        module.weight.copy_(weight)
+    info = {
+        "module": "cuequivariance_torch.SymmetricContraction(original_mace=True), our weights",
+        "group": "O3_e3nn",
+        "layout": "mul_ir",
+        "method": module.method,
+        "warnings": sorted({str(w.message).splitlines()[0] for w in caught}),
+    }
+    return module, info
 
 
 def _mace_version() -> str:
