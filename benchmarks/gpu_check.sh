@@ -3,8 +3,9 @@
 #
 # On the workstation (network), once:   bash benchmarks/gpu_check.sh --fetch-wheels
 #   downloads into .whl/ (git-ignored) the wheels the GPU image lacks: ase and vesin (run-time
-#   dependencies) and cuequivariance + cuequivariance-torch (the peer; its CUDA ops wheel is too
-#   large to carry, so cuEquivariance runs its own default method there, which is recorded).
+#   dependencies), cuequivariance + cuequivariance-torch (the peer; its CUDA ops wheel is too
+#   large to carry, so cuEquivariance runs its own default method there, which is recorded) and a
+#   recent setuptools (about 4 MB in all).
 # On the GPU machine:                   bash benchmarks/gpu_check.sh OUT_DIR
 #   (device tool: run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".whl"], timeout_s=540))
 #   1. installs the carried wheels and the project (pip install --no-deps -e .)
@@ -18,7 +19,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(ase==3.29.0 vesin==0.6.2 cuequivariance==0.13.0 cuequivariance-torch==0.13.0)
+# setuptools: the build backend of `pip install --no-build-isolation -e .` must know PEP 639 (>= 77)
+WHEELS=(ase==3.29.0 vesin==0.6.2 cuequivariance==0.13.0 cuequivariance-torch==0.13.0 setuptools==80.9.0)
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
   grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >>.git/info/exclude
   platforms=()
@@ -81,14 +83,14 @@ cp /tmp/gpu_train_check/train_check.json /tmp/gpu_train_check/train_check.md "$O
 status+=("training check: exit $code")
 
 step "4. timings (edge convolution, product basis) against e3nn and cuEquivariance"
-conv_backends="cg,sparse,cuda"
-[[ "$DEVICE" == cpu ]] && conv_backends="cg,sparse"
+conv_backends="cg,sparse,cuda" nodes=5000
+[[ "$DEVICE" == cpu ]] && conv_backends="cg,sparse" nodes=500
 timeout 150 python3 -m equitensor.cli bench conv --device "$DEVICE" --dtype float32 --backends "$conv_backends" \
   --peers e3nn,cueq --lmax 1,2 --channels 128 --passes fwd,fwd+bwd --reps 10 --no-probe --quiet \
   --json "$OUT/bench_conv.json" >"$OUT/bench.txt" 2>>"$LOG"
 status+=("bench conv: exit $?")
 timeout 90 python3 -m equitensor.cli bench product --device "$DEVICE" --dtype float32 --backends cg,sparse \
-  --peers cueq --lmax 2 --channels 128 --batch 5000 --passes fwd,fwd+bwd --reps 10 --no-probe --quiet \
+  --peers cueq --lmax 2 --channels 128 --batch "$nodes" --passes fwd,fwd+bwd --reps 10 --no-probe --quiet \
   --json "$OUT/bench_product.json" >>"$OUT/bench.txt" 2>>"$LOG"
 status+=("bench product: exit $?")
 

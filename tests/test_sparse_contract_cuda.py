@@ -8,9 +8,11 @@ one, and the results must equal the ``cg`` backend's: the CUDA path's arithmetic
 without a GPU (tests/test_kernels_gpu.py runs it on one).
 """
 
+import contextlib
 import ctypes
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,60 @@ def test_mace_energy_forces_stress_on_the_kernel_equal_cg(host_kernels):
         for g, e in zip(*results):
             torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10 * max(e.abs().max().item(), 1.0))
     assert mode.calls > 10
+
+
+class FakeCupy:
+    """Just enough of CuPy for :func:`equitensor.kernels.compile.launch` on the CPU: DLPack
+    conversion as CuPy does it (``__dlpack__``, which refuses tensors that require grad), 64-bit
+    scalars, and a kernel that runs the host-compiled code on the converted arguments."""
+
+    class cuda:  # noqa: N801 (CuPy's name)
+        Device = staticmethod(lambda index: contextlib.nullcontext())
+
+    def __init__(self, kernels):
+        self.kernels = kernels
+
+    def from_dlpack(self, tensor):
+        tensor.__dlpack__()  # raises for a tensor that requires grad, as CuPy's import does
+        return tensor
+
+    int64 = staticmethod(int)
+
+    def module(self, dtype):
+        kernel = self.kernels[dtype]
+
+        def run(grid, block, args):
+            pointers = [
+                ctypes.c_void_p(a.data_ptr() if isinstance(a, torch.Tensor) else a or None) for a in args[:15]
+            ]
+            kernel(*pointers, *args[15:], grid[0], block[0])
+
+        return types.SimpleNamespace(get_function=lambda name: run)
+
+
+def test_cuda_path_launches_the_kernel_with_its_arguments(host_kernels, monkeypatch):
+    """The op's CUDA implementation itself (checks, arguments, the launch through CuPy) on CPU
+    tensors that require grad, with the host-compiled kernel behind a stand-in for CuPy."""
+    from equitensor.kernels import compile as kernel_compile
+    from equitensor.kernels import sparse_contract_cuda
+
+    fake = FakeCupy(host_kernels)
+    monkeypatch.setattr(kernel_compile, "require_cupy", lambda: fake)
+    monkeypatch.setattr(kernel_compile, "_cupy_stream", lambda cupy, device: contextlib.nullcontext())
+    monkeypatch.setattr(
+        sparse_contract_cuda,
+        "load_module",
+        lambda source, headers, options, device: fake.module(
+            torch.float64 if "double" in options[0] else torch.float32
+        ),
+    )
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(17, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    sender, receiver = torch.randint(0, 6, (2, 17), generator=gen)
+    components, coefficients = random_map(gen, [4, 3, 6], 11)
+    args = ([x, y], [sender, None], receiver, 6, 6, 5, components, coefficients)
+    got = sparse_contract_cuda.sparse_contract_cuda(*args)
+    torch.testing.assert_close(got, dense_reference(*args), rtol=1e-12, atol=1e-12)
+    with pytest.raises(IndexError, match="out of range"):
+        sparse_contract_cuda.sparse_contract_cuda([x, y], [sender + 6, None], *args[2:])

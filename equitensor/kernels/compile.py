@@ -146,13 +146,16 @@ def _cupy_stream(cupy: ModuleType, device: torch.device):
 def launch(module, name: str, grid: int, block: tuple[int, int], args: list, device: torch.device) -> None:
     """Run kernel ``name`` of ``module`` with a 1-D grid on PyTorch's current stream of ``device``.
 
-    Tensors in ``args`` (contiguous) cross through DLPack; ints are passed as 64-bit integers.
+    Tensors in ``args`` (contiguous) cross through DLPack, detached (DLPack refuses a tensor that
+    requires grad, and the autograd-visible inputs of an op do); ints are passed as 64-bit integers.
     """
     if grid == 0:
         return
     cupy = require_cupy()
     with cupy.cuda.Device(device.index), _cupy_stream(cupy, device):
-        converted = [cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else _scalar(cupy, a) for a in args]
+        converted = [
+            cupy.from_dlpack(a.detach()) if isinstance(a, torch.Tensor) else _scalar(cupy, a) for a in args
+        ]
         module.get_function(name)((grid, 1, 1), (block[0], block[1], 1), tuple(converted))
 
 
