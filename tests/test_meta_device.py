@@ -16,8 +16,8 @@ from equitensor.graph import batch_graphs
 from equitensor.models import MACE, TensorNet
 from equitensor.nn import SymmetricContraction
 from equitensor.testing import single_device
-from equitensor.tp import EdgeConvolution, GauntProduct, TensorProduct, list_backends
-from equitensor.tp.backends.spherical_signal import gaunt_spec
+from equitensor.tp import EdgeConvolution, GauntProduct, list_backends
+from tests.test_auto_backend import gaunt_tensor_product
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,21 +77,9 @@ def test_model_energy_forces_stress_and_a_training_step_on_meta(name):
 
 
 def tensor_product(backend: str):
-    spec = gaunt_spec(2, 2, 1, 2)  # every tensor-product backend computes a Gaunt product exactly
-    instructions = [
-        (i.i_in1, i.i_in2, i.i_out, i.connection_mode, i.has_weight, i.path_weight) for i in spec.instructions
-    ]
-    module = TensorProduct(
-        spec.irreps_in1,
-        spec.irreps_in2,
-        spec.irreps_out,
-        instructions,
-        irrep_normalization="none",
-        path_normalization="none",
-        backend=backend,
-        backend_options=OPTIONS.get(backend, {}),
-    )
-    return module, lambda: (torch.randn(5, spec.irreps_in1.dim), torch.randn(5, spec.irreps_in2.dim))
+    # every tensor-product backend computes a Gaunt product exactly
+    module = gaunt_tensor_product(backend=backend, backend_options=OPTIONS.get(backend, {}))
+    return module, lambda: (torch.randn(5, module.irreps_in1.dim), torch.randn(5, module.irreps_in2.dim))
 
 
 def gaunt_product(backend: str):

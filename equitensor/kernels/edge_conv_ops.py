@@ -94,12 +94,13 @@ def _check(
 # ----------------------------------------------------------------------------------------------
 # CPU reference: what the kernels compute, in plain torch
 
-_DENSE: dict[tuple[str, torch.dtype], list[torch.Tensor]] = {}
+_DENSE: dict[tuple[str, torch.dtype, torch.device], list[torch.Tensor]] = {}
 
 
-def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype) -> list[torch.Tensor]:
-    """Per path the (2l1+1, 2l2+1, 2l3+1) tensor of the plan's non-zero constants."""
-    key = (plan.key, dtype)
+def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """Per path the (2l1+1, 2l2+1, 2l3+1) tensor of the plan's non-zero constants (cached per
+    dtype and device)."""
+    key = (plan.key, dtype, device)
     if key not in _DENSE:
         tensors = []
         for p in plan.paths:
@@ -108,7 +109,7 @@ def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype) -> list[torch.Tensor]:
             )
             for i, j, k, value in p.nonzeros:
                 c[i, j, k] = value
-            tensors.append(c.to(dtype))
+            tensors.append(c.to(device=device, dtype=dtype))
         _DENSE[key] = tensors
     return _DENSE[key]
 
@@ -145,7 +146,7 @@ def reference_forward(
     senders, receivers = edge_index
     xs = x.index_select(0, senders)
     messages = x.new_zeros((e, plan.out_dim))
-    for p, c in zip(plan.paths, _dense_cg(plan, x.dtype)):
+    for p, c in zip(plan.paths, _dense_cg(plan, x.dtype, x.device)):
         node, sh_block, out = plan.node[p.node], plan.sh[p.sh], plan.out[p.out]
         m = _sh_times_cg(sh, sh_block, c)  # (E, i, k)
         w = weight[:, p.weight_offset : p.weight_offset + p.mul]
@@ -166,7 +167,7 @@ def reference_backward(
     gx_edges = x.new_zeros((e, plan.node_dim)) if mask & GRAD_X else None
     gsh = x.new_zeros((e, plan.sh_dim)) if mask & GRAD_SH else x.new_empty(0)
     gw = x.new_zeros((e, plan.weight_numel)) if mask & GRAD_W else x.new_empty(0)
-    for p, c in zip(plan.paths, _dense_cg(plan, x.dtype)):
+    for p, c in zip(plan.paths, _dense_cg(plan, x.dtype, x.device)):
         node, sh_block, out = plan.node[p.node], plan.sh[p.sh], plan.out[p.out]
         xb, gb = _block(xs, node), _block(gr, out)  # (E, i, u), (E, k, u)
         m = _sh_times_cg(sh, sh_block, c)  # (E, i, k)
