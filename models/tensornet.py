@@ -294,6 +294,11 @@ class TensorNet(nn.Module):
         return elements
 
     @property
+    def elements(self) -> list[int]:
+        """The atomic numbers the model knows, in the order of its element embedding's rows."""
+        return self._element_list(self._init_kwargs["atomic_numbers"], self._init_kwargs["max_z"])
+
+    @property
     def r_max(self) -> float:
         """The neighbour radius (the ``cutoff``), under the name every equitensor model shares."""
         return self.cutoff
