@@ -175,6 +175,25 @@ def test_their_model_into_ours(pure_pytorch):
         tensornet_from_torchmd_net(create_model(args), [1, 6, 8])
 
 
+def test_bench_model_times_torchmd_net_after_checking_it(tmp_path):
+    """``equitensor bench model`` builds torchmd-net's twin with our weights (its default warp
+    path), checks energies, forces and training gradients, then times it."""
+    import json
+
+    from equitensor.bench import cli as bench_cli
+
+    path = tmp_path / "bench.json"
+    argv = ["bench", "model", "--models", "tensornet", "--channels", "4", "--system", "molecule"]
+    argv += ["--dtype", "float64", "--passes", "fwd,fwd+bwd,fwd+bwd+dbwd", "--no-memory", "--reps", "1"]
+    argv += ["--warmup", "1", "--min-rep-s", "0", "--no-probe", "--threads", "1", "--json", str(path)]
+    assert bench_cli.main(argv) == 0
+    data = json.loads(path.read_text())
+    runs = {(r["implementation"], r["pass"]): r for r in data["rows"] if r["status"] == "timed"}
+    for pass_name in ("fwd", "fwd+bwd", "fwd+bwd+dbwd"):
+        assert runs[("torchmd-net", pass_name)]["max_rel_diff"] < 1e-5
+    assert data["cases"][0]["implementations"]["torchmd-net"]["info"]["warp kernels"]
+
+
 def test_what_does_not_map_is_refused():
     with pytest.raises(UnmappableError, match="shift=0.2 eV per atom"):
         torchmd_net_model(make_ours(shift=0.2))
@@ -183,3 +202,6 @@ def test_what_does_not_map_is_refused():
 
         graph = graph_from_atoms(ethanol(), CUTOFF, torch.float64)
         torchmd_net_inputs(batch_graphs([graph, graph]))
+    small = bulk("Cu", "fcc", a=3.6, cubic=True)
+    with pytest.raises(UnmappableError, match="widths >= 2 x cutoff"):
+        torchmd_net_inputs(graph_from_atoms(small, CUTOFF, torch.float64), cutoff=CUTOFF)

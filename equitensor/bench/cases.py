@@ -586,21 +586,26 @@ def _model_passes(model, graph) -> tuple[dict[str, PassFunction], Callable]:
     return {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+bwd+dbwd": fwd_bwd_dbwd}, to_reference
 
 
-def _mace_torch_twin(ours, dtype, device, skipped: dict):
-    """mace-torch's ScaleShiftMACE of our model's hyperparameters, its weights copied into ours
-    (None, with the reason in ``skipped``, when mace-torch is missing or fails)."""
-    from equitensor.interop.mace_torch import mace_torch_model
-
-    reason = peers.unavailable("mace-torch")
+def _peer_twin(peer: str, ours, dtype, device, skipped: dict):
+    """The peer's model with the same weights: mace-torch's ScaleShiftMACE (its weights copied
+    into ours) or torchmd-net's TorchMD_Net (ours copied into it); None, with the reason in
+    ``skipped``, when the peer is missing or fails."""
+    reason = peers.unavailable(peer)
     if reason:
-        skipped["mace-torch"] = reason
+        skipped[peer] = reason
         return None
     try:
-        theirs = mace_torch_model(ours, dtype).to(device)
-        load_mace_torch_weights(ours, theirs)
-        return theirs
+        if peer == "mace-torch":
+            from equitensor.interop.mace_torch import mace_torch_model
+
+            theirs = mace_torch_model(ours, dtype).to(device)
+            load_mace_torch_weights(ours, theirs)
+            return theirs
+        from equitensor.interop.torchmd_net import torchmd_net_model
+
+        return torchmd_net_model(ours, dtype).to(device)
     except Exception as error:  # a peer's failure is reported, never fatal
-        skipped["mace-torch"] = _first_line(error)
+        skipped[peer] = _first_line(error)
         return None
 
 
@@ -650,8 +655,8 @@ def model_case(
         model = model.to(device=device, dtype=dtype)
         if reference is None:
             reference = model
-            if peer == "mace-torch" and peer in peers_wanted:
-                theirs = _mace_torch_twin(reference, dtype, device, skipped)
+            if peer in peers_wanted:
+                theirs = _peer_twin(peer, reference, dtype, device, skipped)
         else:
             model.load_state_dict(reference.state_dict())
         passes, back = _model_passes(model, graph)
@@ -668,14 +673,18 @@ def model_case(
         )
     if theirs is not None:
         try:
-            passes, back, info = peers.mace_torch_model_passes(theirs, reference, graph)
-            impls.append(Implementation(peer, peer, passes, back, info=info))
+            if peer == "mace-torch":
+                passes, back, info = peers.mace_torch_model_passes(theirs, reference, graph)
+                impls.append(Implementation(peer, peer, passes, back, info=info))
+            else:
+                passes, back, info = peers.torchmd_net_model_passes(theirs, reference, graph)
+                note = "torchmd-net's warp kernels: float64 output norms to ~1e-7 (check accepts it)"
+                error = peers.TORCHMD_NET_WARP_ERROR if info["warp kernels"] else None
+                impls.append(
+                    Implementation(peer, peer, passes, back, info=info, approximation_error=error, note=note)
+                )
         except Exception as error:  # a peer's failure is reported, never fatal
             skipped[peer] = _first_line(error)
-    elif peer in peers_wanted and peer not in skipped:
-        skipped[peer] = peers.unavailable(peer) or (
-            f"{peer} is importable but building it with our weights is not implemented: not compared"
-        )
     shape = {
         "system": system if system == "cell" else f"molecule {molecule}",
         "atoms": graph.num_nodes,

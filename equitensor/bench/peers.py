@@ -13,6 +13,9 @@ operation, is skipped with a reason (:func:`unavailable`) rather than silently r
   on CUDA cuEquivariance picks its method, which is recorded. The product basis
   ``cuet.SymmetricContraction(original_mace=True)`` (called with the element index, not one-hot),
   our weights copied into its ``weight`` (see :func:`cueq_symmetric_contraction`).
+- TorchMD-Net (torchmd-net): ``TorchMD_Net`` with its ``TensorNet`` and ``Scalar`` head, our
+  TensorNet's weights copied in (:mod:`equitensor.interop.torchmd_net`), on its default path
+  (warp-lang kernels when installed), building its own neighbour list in every call.
 - mace-torch (ACEsuit/mace): ``mace.modules.symmetric_contraction.SymmetricContraction`` for the
   product basis and ``ScaleShiftMACE`` for the whole model, both with ``use_reduced_cg=False``
   and their weights copied into ours (:mod:`equitensor.interop.mace_torch`), so the same numbers
@@ -37,6 +40,7 @@ __all__ = [
     "e3nn_tensor_product",
     "mace_torch_contraction",
     "mace_torch_model_passes",
+    "torchmd_net_model_passes",
     "unavailable",
 ]
 
@@ -333,6 +337,74 @@ def mace_torch_model_passes(theirs, ours, graph):
         "model": "mace.modules.models.ScaleShiftMACE (RealAgnosticInteractionBlock first, then "
         "RealAgnosticResidualInteractionBlock, use_reduced_cg=False), our weights",
         "mace-torch": _mace_version(),
+        "parameters": sum(p.numel() for p in theirs.parameters()),
+    }
+    passes = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+bwd+dbwd": fwd_bwd_dbwd}
+    return passes, to_reference, info
+
+
+def _torchmd_net_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchmd-net")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+#: torchmd-net's warp kernels (its default path when warp-lang is installed) compute the output
+#: norms to ~1e-7 relative in float64 (its plain PyTorch path equals ours to 1e-10:
+#: tests/test_interop_torchmd_net.py); the bench check accepts that much.
+TORCHMD_NET_WARP_ERROR = 1e-6
+
+
+def torchmd_net_model_passes(theirs, ours, graph):
+    """Pass functions of torchmd-net's ``TorchMD_Net`` (our TensorNet's twin) on ``graph`` like ours
+    (``cases._model_passes``): energy; energy and forces; a training step's gradient of
+    sum(E^2) + sum(F^2) for its parameters, mapped onto ours for the check. Returns (passes,
+    to_reference, info)."""
+    from equitensor.interop.torchmd_net import torchmd_net_inputs, torchmd_net_parameter_map
+
+    inputs = torchmd_net_inputs(graph, cutoff=ours.cutoff)
+    theirs_by_name = dict(theirs.named_parameters())
+    matches = {m.ours: m for m in torchmd_net_parameter_map(ours)}
+    ours_names = [name for name, p in ours.named_parameters() if p.requires_grad]
+    tensors = [theirs_by_name[matches[name].theirs] for name in ours_names]
+
+    def run(derivative: bool, training: bool):
+        theirs.derivative = derivative
+        theirs.train(training)
+        energy, forces = theirs(**inputs)
+        return energy.flatten(), forces
+
+    def fwd():
+        with torch.no_grad():
+            return [run(False, False)[0]]
+
+    def fwd_bwd():
+        energy, forces = run(True, False)
+        return [energy.detach(), forces.detach()]
+
+    def fwd_bwd_dbwd():
+        energy, forces = run(True, True)
+        loss = (energy**2).sum() + (forces**2).sum()
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        return [energy.detach(), forces.detach(), *grads]
+
+    def to_reference(pass_name, results):
+        if pass_name != "fwd+bwd+dbwd":
+            return results
+        grads = []
+        for name, grad in zip(ours_names, results[2:]):
+            rows = matches[name].rows
+            grads.append(grad[list(rows)] if rows is not None and grad is not None else grad)
+        return results[:2] + grads
+
+    info = {
+        "model": "torchmdnet TorchMD_Net(TensorNet, Scalar, Atomref prior), our weights; builds its own "
+        "neighbour list in each call (ours is given the graph)",
+        "torchmd-net": _torchmd_net_version(),
+        "warp kernels": bool(getattr(theirs.representation_model, "opt", False)),
         "parameters": sum(p.numel() for p in theirs.parameters()),
     }
     passes = {"fwd": fwd, "fwd+bwd": fwd_bwd, "fwd+bwd+dbwd": fwd_bwd_dbwd}

@@ -255,15 +255,25 @@ def gradients_as_ours(ours: nn.Module, theirs: nn.Module) -> dict[str, torch.Ten
     return out
 
 
-def torchmd_net_inputs(graph: AtomicGraph) -> dict[str, torch.Tensor | None]:
+def torchmd_net_inputs(graph: AtomicGraph, cutoff: float | None = None) -> dict[str, torch.Tensor | None]:
     """Their forward's arguments for one structure of our graph: ``z``, ``pos``, ``batch`` and, for
-    a periodic cell, ``box`` (torchmd-net needs a cell in its reduced form, each width at least
-    twice the cutoff; it builds its own neighbour list)."""
+    a periodic cell, ``box``. torchmd-net builds its own neighbour list, which is right only for a
+    box in its reduced form (lower triangular, each width at least twice the cutoff): a ``cutoff``
+    given is checked against the box, UnmappableError otherwise."""
     if graph.num_graphs != 1:
         raise ValueError("torchmd-net takes one box per call: pass one structure at a time")
     periodic = bool(graph.pbc.any())
     if periodic and not bool(graph.pbc.all()):
         raise UnmappableError("torchmd-net boxes are periodic in all three directions or none")
+    if periodic and cutoff is not None:
+        box = graph.cell[0]
+        reduced = bool(box[0, 1] == 0 and box[0, 2] == 0 and box[1, 2] == 0)
+        widths = torch.diagonal(box)
+        if not reduced or bool((widths < 2 * cutoff).any()):
+            raise UnmappableError(
+                f"torchmd-net needs a lower-triangular box with widths >= 2 x cutoff = {2 * cutoff} Å; "
+                f"got {box.tolist()}"
+            )
     return {
         "z": graph.numbers.to(torch.long),
         "pos": graph.positions,
