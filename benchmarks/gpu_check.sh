@@ -7,13 +7,14 @@
 #   large to carry, so cuEquivariance runs its own default method there, which is recorded) and a
 #   recent setuptools (about 4 MB in all).
 # On the GPU machine:                   bash benchmarks/gpu_check.sh OUT_DIR
-#   (device tool: run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".whl"], timeout_s=540))
+#   (device tool: run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".whl"], timeout_s=480))
 #   1. installs the carried wheels and the project (pip install --no-deps -e .)
 #   2. pytest -m gpu: the kernels (fused cuda edge convolution, sparse_contract) against cg in
 #      float32/float64: forward, backward, double backward, MACE force-Hessian symmetry
 #   3. 20 training steps of MACE with cg, cuda and sparse backends; losses compared
 #   4. times the edge convolution and the product basis against e3nn and cuEquivariance
-#   and writes everything (at most 8 files) into OUT_DIR, summary.md first.
+#   and writes at most 8 files into OUT_DIR: summary.md (written even when a step or the whole
+#   command is killed) has every step's status, the training table, the timings and the log.
 # Rehearsal on a CPU machine:           DEVICE=cpu bash benchmarks/gpu_check.sh OUT_DIR
 #   (the GPU tests skip, training and timings run on the CPU with the backends that exist there).
 set -uo pipefail
@@ -36,25 +37,51 @@ fi
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR | --fetch-wheels}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
-LOG="$OUT/gpu_check.log"
-: >"$LOG"
-export EQUITENSOR_KERNEL_CACHE=${EQUITENSOR_KERNEL_CACHE:-/tmp/equitensor_kernels}
+WORK=$(mktemp -d) # training runs, kernel cache and the log: only the <= 8 result files go to OUT
+LOG="$WORK/gpu_check.log"
+export EQUITENSOR_KERNEL_CACHE=${EQUITENSOR_KERNEL_CACHE:-$WORK/kernels}
 export PYTHONUNBUFFERED=1
 step() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
 status=()
 
+summary() { # also when a step, or the whole command, is killed at its limit
+  {
+    echo "# GPU check ($(date -u +%F), device $DEVICE)"
+    echo
+    echo '```'
+    cat "$OUT/environment.json" 2>/dev/null
+    echo '```'
+    echo
+    for line in "${status[@]}"; do echo "- $line"; done
+    echo
+    cat "$OUT/train_check.md" 2>/dev/null
+    echo
+    echo '```'
+    cat "$OUT/bench.txt" 2>/dev/null
+    echo '```'
+    echo
+    echo '## Log (last 60 lines)'
+    echo '```'
+    tail -60 "$LOG"
+    echo '```'
+  } >"$OUT/summary.md"
+}
+trap summary EXIT
+
+# budget (seconds): install ~30, tests 180, training 100, timings 60 + 40: about 7 minutes
 step "1. install (device $DEVICE)"
 if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .whl/*.whl >>"$LOG" 2>&1 && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl >>"$LOG" 2>&1; then
+    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+  else
+    status+=("carried wheels: install FAILED (see the log)")
+  fi
 fi
 if [[ "$DEVICE" != cpu ]]; then
-  python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1 || {
-    step "pip install --no-deps -e . failed (see the log)"
-    status+=("install: FAILED")
-  }
+  python3 -m pip install -q --no-deps --no-build-isolation -e . >>"$LOG" 2>&1 || status+=("pip install -e .: FAILED")
 fi
-python3 - >"$OUT/environment.json" 2>>"$LOG" <<'EOF'
+python3 - >"$OUT/environment.json" 2>>"$LOG" <<'PYTHON'
 import importlib, json, platform, torch
 info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -64,11 +91,11 @@ for name in ("cupy", "e3nn", "cuequivariance_torch", "ase", "vesin", "equitensor
     except Exception as error:
         info[name] = f"missing: {error}"
 print(json.dumps(info, indent=1))
-EOF
-cat "$OUT/environment.json" | tee -a "$LOG"
+PYTHON
+tee -a "$LOG" <"$OUT/environment.json"
 
 step "2. pytest -m gpu"
-timeout 270 python3 -m pytest -q -m gpu tests/test_kernels_gpu.py -p no:cacheprovider -rs >"$OUT/pytest_gpu.txt" 2>&1
+timeout 180 python3 -m pytest -q -m gpu tests/test_kernels_gpu.py -p no:cacheprovider -rs >"$OUT/pytest_gpu.txt" 2>&1
 code=$?
 tail -3 "$OUT/pytest_gpu.txt" | tee -a "$LOG"
 status+=("pytest -m gpu: exit $code ($(tail -1 "$OUT/pytest_gpu.txt"))")
@@ -76,38 +103,19 @@ status+=("pytest -m gpu: exit $code ($(tail -1 "$OUT/pytest_gpu.txt"))")
 step "3. 20 training steps per backend"
 runs="cg:cg,cuda:cg,sparse:sparse"
 [[ "$DEVICE" == cpu ]] && runs="cg:cg,sparse:sparse"
-timeout 200 python3 benchmarks/gpu_train_check.py --out /tmp/gpu_train_check --device "$DEVICE" --runs "$runs" \
-  >>"$LOG" 2>&1
-code=$?
-cp /tmp/gpu_train_check/train_check.json /tmp/gpu_train_check/train_check.md "$OUT/" 2>>"$LOG"
-status+=("training check: exit $code")
+timeout 100 python3 benchmarks/gpu_train_check.py --out "$WORK/train" --device "$DEVICE" --runs "$runs" >>"$LOG" 2>&1
+status+=("training check: exit $?")
+cp "$WORK"/train/train_check.json "$WORK"/train/train_check.md "$OUT/" 2>>"$LOG"
 
 step "4. timings (edge convolution, product basis) against e3nn and cuEquivariance"
 conv_backends="cg,sparse,cuda" nodes=5000
 [[ "$DEVICE" == cpu ]] && conv_backends="cg,sparse" nodes=500
-timeout 150 python3 -m equitensor.cli bench conv --device "$DEVICE" --dtype float32 --backends "$conv_backends" \
+timeout 60 python3 -m equitensor.cli bench conv --device "$DEVICE" --dtype float32 --backends "$conv_backends" \
   --peers e3nn,cueq --lmax 1,2 --channels 128 --passes fwd,fwd+bwd --reps 10 --no-probe --quiet \
   --json "$OUT/bench_conv.json" >"$OUT/bench.txt" 2>>"$LOG"
 status+=("bench conv: exit $?")
-timeout 90 python3 -m equitensor.cli bench product --device "$DEVICE" --dtype float32 --backends cg,sparse \
+timeout 40 python3 -m equitensor.cli bench product --device "$DEVICE" --dtype float32 --backends cg,sparse \
   --peers cueq --lmax 2 --channels 128 --batch "$nodes" --passes fwd,fwd+bwd --reps 10 --no-probe --quiet \
   --json "$OUT/bench_product.json" >>"$OUT/bench.txt" 2>>"$LOG"
 status+=("bench product: exit $?")
-
-{
-  echo "# GPU check ($(date -u +%F), device $DEVICE)"
-  echo
-  echo '```'
-  cat "$OUT/environment.json"
-  echo '```'
-  echo
-  for line in "${status[@]}"; do echo "- $line"; done
-  echo
-  cat "$OUT/train_check.md" 2>/dev/null
-  echo
-  echo '```'
-  cat "$OUT/bench.txt" 2>/dev/null
-  echo '```'
-} >"$OUT/summary.md"
 step "done: $OUT/summary.md"
-cat "$OUT/summary.md"

@@ -87,9 +87,8 @@ def markdown(rows: list[dict], device: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        losses = (
-            ", ".join(f"{k} {v:.8g}" for k, v in row.get("losses", {}).items()) or row.get("error", "")[-200:]
-        )
+        error = " ".join(row.get("error", "").split())[-200:].replace("|", "/")  # one table cell
+        losses = ", ".join(f"{k} {v:.8g}" for k, v in row.get("losses", {}).items()) or error
         diff = row.get("max_relative_difference")
         diff = f"{diff:.2e}" if diff is not None else "-"
         lines.append(

@@ -51,7 +51,11 @@ class FixedDtypeBuffers(nn.Module):
         }
         super()._apply(fn, recurse)
         for name, value in kept.items():
-            self._buffers[name] = value.to(device=self._buffers[name].device)
+            device = self._buffers[name].device
+            # to_empty() from meta: no values to keep, only the dtype
+            self._buffers[name] = (
+                torch.empty_like(value, device=device) if value.is_meta else value.to(device)
+            )
         return self
 
 

@@ -293,20 +293,29 @@ class _SingleDeviceMode(TorchDispatchMode):
     def __init__(self, device: torch.device) -> None:
         super().__init__()
         self.device = device
+        self.copies: list[str] = []  # copies onto the device from another one
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.__name__.split(".")[0] not in _MOVES:
-            tensors = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
-            # 0-dim CPU tensors are scalars, which every device accepts; work done entirely on
-            # another device (building constants) is not mixing
-            strangers = [t for t in tensors if t.device != self.device and t.dim() > 0]
-            if strangers and any(t.device == self.device for t in tensors):
-                value = strangers[0]
-                raise AssertionError(
-                    f"{func} got a tensor of shape {tuple(value.shape)} on {value.device} among its "
-                    f"inputs on {self.device}: something was created on the wrong device"
-                )
+        if func.__name__.split(".")[0] in _MOVES:
+            result = func(*args, **kwargs)
+            sources = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            outputs = [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)]
+            if any(t.device != self.device for t in sources) and any(
+                t.device == self.device for t in outputs
+            ):
+                self.copies.append(f"{func} of {tuple(sources[-1].shape)} from {sources[-1].device}")
+            return result
+        tensors = [v for v in tree_flatten((args, kwargs))[0] if isinstance(v, torch.Tensor)]
+        # 0-dim CPU tensors are scalars, which every device accepts; work done entirely on
+        # another device (building constants) is not mixing
+        strangers = [t for t in tensors if t.device != self.device and t.dim() > 0]
+        if strangers and any(t.device == self.device for t in tensors):
+            value = strangers[0]
+            raise AssertionError(
+                f"{func} got a tensor of shape {tuple(value.shape)} on {value.device} among its "
+                f"inputs on {self.device}: something was created on the wrong device"
+            )
         return func(*args, **kwargs)
 
 
@@ -316,19 +325,22 @@ def single_device(device: torch.device | str):
 
     Stricter than the devices themselves (``meta`` accepts CPU indices and matrices): run a model
     on ``meta`` inside it and any constant, index or buffer the library creates on the CPU shows
-    up as an AssertionError naming the operation, the way it would fail, or silently copy, on a
-    GPU. Copies between devices (``.to``) are allowed.
+    up as an AssertionError naming the operation, the way it would fail on a GPU. Copies between
+    devices (``.to``) are allowed and listed in the yielded object's ``copies`` (on a GPU each one
+    from the host may stall the stream: a warm call should make none).
 
     Example::
 
         >>> import torch
         >>> x = torch.ones(3, device="meta")
-        >>> with single_device("meta"):
+        >>> with single_device("meta") as mode:
         ...     y = x * 2 + x.new_ones(3)
+        >>> mode.copies
+        []
         >>> with single_device("meta"):
         ...     x + torch.ones(3)
         Traceback (most recent call last):
         AssertionError: aten.add.Tensor got a tensor of shape (3,) on cpu among its inputs on meta: ...
     """
-    with _SingleDeviceMode(torch.device(device)):
-        yield
+    with _SingleDeviceMode(torch.device(device)) as mode:
+        yield mode

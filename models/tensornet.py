@@ -43,6 +43,7 @@ __all__ = ["ExpNormalRBF", "TensorNet", "cosine_cutoff"]
 
 GROUPS = ("O(3)", "SO(3)")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+BACKENDS = ("torch", "sparse")
 
 
 def cosine_cutoff(distances: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -79,10 +80,43 @@ class ExpNormalRBF(nn.Module):
         return cosine_cutoff(r, self.cutoff) * gaussians
 
 
+#: The 13 components a message carries, (scalar, vector (3), 3x3 matrix (9)), and the piece (0,
+#: 1, 2) whose per-edge factor multiplies each: the term table of the sparse kernel.
+PIECE_OF_COMPONENT = (0,) + (1,) * 3 + (2,) * 9
+_PIECE_TERMS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def piece_terms(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``equitensor::sparse_contract`` terms ``out[k] = factor[piece(k)] * value[k]`` (cached per device)."""
+    if device not in _PIECE_TERMS:
+        rows = [(piece, k, k) for k, piece in enumerate(PIECE_OF_COMPONENT)]
+        components = torch.tensor(rows, dtype=torch.int32, device=device)
+        _PIECE_TERMS[device] = components, torch.ones(len(rows), dtype=torch.float64, device=device)
+    return _PIECE_TERMS[device]
+
+
+def _stack_pieces(scalar: torch.Tensor, vector: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """(N, F), (N, F, 3), (N, F, 3, 3) -> (N, 13, F), channels innermost."""
+    return torch.cat(
+        [scalar[:, None], vector.transpose(1, 2), matrix.flatten(2).transpose(1, 2)], 1
+    ).contiguous()
+
+
+def _split_pieces(stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 13, F) -> (N, F), (N, F, 3), (N, F, 3, 3)."""
+    return (
+        stacked[:, 0],
+        stacked[:, 1:4].transpose(1, 2),
+        stacked[:, 4:].transpose(1, 2).unflatten(-1, (3, 3)),
+    )
+
+
 @dataclass(frozen=True)
 class Edges:
     """Edges including one self-loop per atom: sender/receiver (E,), distances (E,), unit vectors
-    (E, 3) (zero on self-loops), cutoff envelope (E,) and radial features (E, K)."""
+    (E, 3) (zero on self-loops), cutoff envelope (E,) and radial features (E, K). ``sparse``: sum
+    messages with the compiled ``equitensor::sparse_contract`` kernel (gather, per-edge factor and
+    receiver sum in one pass, no per-edge tensor) instead of gather, multiply and ``index_add``."""
 
     sender: torch.Tensor
     receiver: torch.Tensor
@@ -90,10 +124,56 @@ class Edges:
     envelope: torch.Tensor
     rbf: torch.Tensor
     num_nodes: int
+    sparse: bool = False
 
-    def gather_scatter(self, edge_weights: torch.Tensor, node_values: torch.Tensor) -> torch.Tensor:
-        """sum over edges j -> i of ``edge_weights`` (E, F, ...) * ``node_values[j]`` (N, F, ...)."""
-        return scatter_sum(edge_weights * node_values[self.sender], self.receiver, self.num_nodes)
+    def _contract(
+        self, factors: torch.Tensor, values: torch.Tensor, gather: torch.Tensor | None
+    ) -> torch.Tensor:
+        from equitensor.kernels.sparse_contract import sparse_contract
+
+        components, ones = piece_terms(factors.device)
+        channels = factors.shape[-1]
+        return sparse_contract(
+            [factors.contiguous(), values],
+            [None, gather],
+            self.receiver,
+            self.num_nodes,
+            13,
+            channels,
+            components,
+            ones,
+        )
+
+    def messages(
+        self, factors: torch.Tensor, scalar: torch.Tensor, vector: torch.Tensor, matrix: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sums over edges j -> i of ``factors[:, p]`` (E, 3, F) times atom j's scalar (N, F),
+        vector (N, F, 3) and matrix (N, F, 3, 3) pieces (p = 0, 1, 2)."""
+        if self.sparse:
+            return _split_pieces(self._contract(factors, _stack_pieces(scalar, vector, matrix), self.sender))
+        f_scalar, f_vector, f_matrix = factors.unbind(1)
+        n = self.num_nodes
+        return (
+            scatter_sum(f_scalar * scalar[self.sender], self.receiver, n),
+            scatter_sum(f_vector[..., None] * vector[self.sender], self.receiver, n),
+            scatter_sum(f_matrix[..., None, None] * matrix[self.sender], self.receiver, n),
+        )
+
+    def directional_sums(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sums over edges j -> i of ``weights[:, p]`` (E, 3, F) times 1, the unit vector u and
+        u u^T of the edge: (N, F), (N, F, 3), (N, F, 3, 3)."""
+        u = self.units
+        outer = u[:, :, None] * u[:, None, :]
+        if self.sparse:
+            geometry = torch.cat([torch.ones_like(u[:, :1]), u, outer.flatten(1)], 1).contiguous()
+            return _split_pieces(self._contract(weights, geometry, None))
+        w_scalar, w_vector, w_matrix = weights.unbind(1)
+        n = self.num_nodes
+        return (
+            scatter_sum(w_scalar, self.receiver, n),
+            scatter_sum(w_vector[:, :, None] * u[:, None, :], self.receiver, n),
+            scatter_sum(w_matrix[:, :, None, None] * outer[:, None], self.receiver, n),
+        )
 
 
 def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -129,12 +209,8 @@ class TensorEmbedding(nn.Module):
         z = self.element_embedding(species)
         pair = self.pair_embedding(torch.cat([z[edges.receiver], z[edges.sender]], dim=-1))
         pair = pair * edges.envelope[:, None]
-        w_scalar, w_vector, w_tensor = (proj(edges.rbf) * pair for proj in self.distance_projections)
-        outer = edges.units[:, :, None] * edges.units[:, None, :]
-        n = edges.num_nodes
-        scalar = scatter_sum(w_scalar, edges.receiver, n)
-        vector = scatter_sum(w_vector[:, :, None] * edges.units[:, None, :], edges.receiver, n)
-        tensor = scatter_sum(w_tensor[:, :, None, None] * outer[:, None], edges.receiver, n)
+        weights = torch.stack([proj(edges.rbf) * pair for proj in self.distance_projections], dim=1)
+        scalar, vector, tensor = edges.directional_sums(weights)
         antisym, sym = vector_to_skew(vector), symmetric_traceless(tensor)
 
         gates = self.gate(self.norm(squared_norm(compose(scalar, antisym, sym))))
@@ -164,15 +240,13 @@ class TensorInteraction(nn.Module):
         self.output_linears = nn.ModuleList(nn.Linear(f, f, bias=False) for _ in range(3))
 
     def forward(self, x: torch.Tensor, edges: Edges) -> torch.Tensor:
-        f_scalar, f_vector, f_tensor = split_three(self.radial(edges.rbf) * edges.envelope[:, None])
+        factors = (self.radial(edges.rbf) * edges.envelope[:, None]).unflatten(-1, (3, -1))
 
         x = x / (squared_norm(x) + 1)[..., None, None]
         scalar, antisym, sym = (mix_channels(lin, p) for lin, p in zip(self.input_linears, decompose(x)))
         y = compose(scalar, antisym, sym)
 
-        m_scalar = edges.gather_scatter(f_scalar, scalar)
-        m_vector = edges.gather_scatter(f_vector[..., None], skew_to_vector(antisym))
-        m_tensor = edges.gather_scatter(f_tensor[..., None, None], sym)
+        m_scalar, m_vector, m_tensor = edges.messages(factors, scalar, skew_to_vector(antisym), sym)
         message = compose(m_scalar, vector_to_skew(m_vector), m_tensor)
 
         # O(3): the symmetrised product keeps the parity of each piece; SO(3): 2 Y M mixes them
@@ -205,6 +279,10 @@ class TensorNet(nn.Module):
         scale, shift: per-atom interaction energy is ``scale * e_i + shift``.
         trainable_rbf: learn the RBF means and widths.
         dtype: "float32" or "float64" for the parameters (inputs must match).
+        backend: how messages are summed over edges: "torch" (gather, multiply, ``index_add``;
+            any device) or "sparse" (the compiled ``equitensor::sparse_contract`` kernels: one
+            pass over the edges with no per-edge 3x3 tensors, C++ on CPU, CUDA on GPU; same
+            numbers to round-off, any derivative order).
     """
 
     def __init__(
@@ -221,6 +299,7 @@ class TensorNet(nn.Module):
         shift: float = 0.0,
         trainable_rbf: bool = False,
         dtype: str = "float32",
+        backend: str = "torch",
     ) -> None:
         super().__init__()
         if equivariance_invariance_group not in GROUPS:
@@ -230,6 +309,12 @@ class TensorNet(nn.Module):
             )
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"TensorNet backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "sparse":
+            from equitensor.kernels.sparse_contract import load
+
+            load()  # KernelUnavailableError (no compiler) now, not at the first call
         if hidden_channels < 2:
             raise ValueError(
                 f"hidden_channels must be at least 2 (the head has F/2 units), got {hidden_channels}"
@@ -257,7 +342,9 @@ class TensorNet(nn.Module):
             "scale": float(scale),
             "shift": float(shift),
             "trainable_rbf": bool(trainable_rbf),
+            "backend": backend,
         }
+        self.backend = backend
         self.cutoff = float(cutoff)
 
         self.register_buffer("element_index", element_table(elements))
@@ -343,6 +430,7 @@ class TensorNet(nn.Module):
             envelope=cosine_cutoff(distances, self.cutoff),
             rbf=self.radial_basis(distances),
             num_nodes=n,
+            sparse=self.backend == "sparse",
         )
 
     def node_features(self, graph: AtomicGraph, species: torch.Tensor) -> torch.Tensor:

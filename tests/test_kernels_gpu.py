@@ -272,3 +272,14 @@ def test_sparse_edge_convolution_on_gpu_equals_cg(config, dtype):
     assert_close(sparse(*inputs, edge_index).double(), conv(*truth, edge_index), first, "forward")
     for name, a, b in zip(("dx", "dv", "dw", "d2x", "d2v", "d2w"), got, expected):
         assert_close(a.double(), b, first if name[1] != "2" else second, name)
+
+
+def test_sparse_without_edges_and_with_isolated_nodes():
+    """Zero rows reach CuPy as 0-size DLPack tensors: zeros out, gradients of the right shapes."""
+    conv = EdgeConvolution(*GPU_CONFIGS["mace128"], backend="sparse").cuda()
+    x, v, w = (t.requires_grad_() for t in random_inputs(conv, 5, 0, torch.float64, seed=6, device="cuda"))
+    edge_index = torch.zeros(2, 0, dtype=torch.long, device="cuda")
+    out = conv(x, v, w, edge_index)
+    assert out.shape == (5, conv.irreps_out.dim) and out.abs().max() == 0
+    gx, gv, gw = torch.autograd.grad(out.sum(), (x, v, w))
+    assert gx.abs().max() == 0 and gv.shape == (0, 3) and gw.shape == (0, conv.weight_numel)

@@ -1,7 +1,8 @@
 """Device readiness without a GPU: the models and every backend's products run with all their
 tensors on the ``meta`` device inside ``single_device("meta")``, which fails any operation that
 mixes in a tensor the library created on the CPU (a constant, an index, a buffer not registered),
-the way it would fail, or silently copy every call, on a GPU.
+the way it would fail on a GPU; and a warm call must copy nothing from the host (each copy can
+stall a GPU's stream).
 
 Each module first runs on the CPU (filling every constant cache), then moves with ``.to("meta")``:
 a cache keyed by dtype but not device, or a constant that ``.to()`` does not reach, shows up here.
@@ -49,6 +50,9 @@ MODELS = {
     "tensornet": lambda: TensorNet(
         hidden_channels=4, num_layers=2, num_rbf=6, cutoff=CUTOFF, atomic_numbers=[28, 29], dtype="float64"
     ),
+    "tensornet-sparse": lambda: TensorNet(
+        hidden_channels=4, num_layers=2, num_rbf=6, cutoff=CUTOFF, atomic_numbers=[28, 29], backend="sparse"
+    ),
 }
 
 
@@ -59,12 +63,15 @@ def test_model_energy_forces_stress_and_a_training_step_on_meta(name):
     graph = two_structures()
     on_cpu = model(graph, compute_forces=True, compute_stress=True)  # fills the constant caches
     model = model.to(META)
+    graph = graph.to(META)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with single_device(META):
-        out = model(graph.to(META), compute_forces=True, compute_stress=True, training=True)
-        loss = out["energy"].square().sum() + out["forces"].square().sum() + out["stress"].square().sum()
-        loss.backward()
-        optimizer.step()
+    for _ in range(2):  # the first call may build device constants, the second must copy nothing
+        with single_device(META) as mode:
+            out = model(graph, compute_forces=True, compute_stress=True, training=True)
+            loss = out["energy"].square().sum() + out["forces"].square().sum() + out["stress"].square().sum()
+            loss.backward()
+            optimizer.step()
+    assert mode.copies == [], f"host-to-device copies in a warm training step: {mode.copies[:5]}"
     for key in ("energy", "node_energy", "forces", "stress"):
         assert out[key].device == META and out[key].shape == on_cpu[key].shape, key
     gradients = [p.grad for p in model.parameters()]
@@ -128,6 +135,11 @@ CASES = [
     if {"cpu", "cuda"} <= set(record.devices)
     for operation in record.operations
 ]
+
+
+def test_fixed_dtype_buffers_survive_to_empty_from_meta():
+    model = small_mace(backend="sparse", product_backend="sparse").to(META).to_empty(device="cpu")
+    assert model.atomic_energies.dtype == torch.float64 and model.atomic_energies.device.type == "cpu"
 
 
 def test_every_gpu_backend_is_covered():

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from equitensor.kernels.sparse_contract_cuda import BLOCK, launch_arguments
+from equitensor.kernels.sparse_contract_cuda import BLOCK, OUT_ARGUMENT, POINTERS, launch_arguments
 from equitensor.nn import SymmetricContraction
 from tests.test_mace import methanol, periodic_cell, tiny_mace
 from tests.test_sparse_backend import dense_reference, random_map
@@ -45,7 +45,7 @@ def host_kernels(tmp_path_factory):
         build = subprocess.run(command, capture_output=True, text=True)
         assert build.returncode == 0, build.stderr
         function = ctypes.CDLL(str(library)).et_sparse_contract_host
-        function.argtypes = [ctypes.c_void_p] * 15 + [ctypes.c_longlong] * 7
+        function.argtypes = [ctypes.c_void_p] * POINTERS + [ctypes.c_longlong] * 15
         function.restype = None
         kernels[dtype] = function
     return kernels
@@ -63,10 +63,12 @@ def emulated(kernels, inputs, indices, out_index, out_rows, out_dim, channels, c
         components,
         coefficients,
     )
-    pointers = [ctypes.c_void_p(a.data_ptr() if isinstance(a, torch.Tensor) else None) for a in args[:15]]
+    pointers = [
+        ctypes.c_void_p(a.data_ptr() if isinstance(a, torch.Tensor) else None) for a in args[:POINTERS]
+    ]
     grid = (threads + BLOCK - 1) // BLOCK
-    kernels[inputs[0].dtype](*pointers, *args[15:], grid, BLOCK)
-    return args[14]
+    kernels[inputs[0].dtype](*pointers, *args[POINTERS:], grid, BLOCK)
+    return args[OUT_ARGUMENT]
 
 
 class KernelOnHost(TorchDispatchMode):
@@ -187,9 +189,10 @@ class FakeCupy:
 
         def run(grid, block, args):
             pointers = [
-                ctypes.c_void_p(a.data_ptr() if isinstance(a, torch.Tensor) else a or None) for a in args[:15]
+                ctypes.c_void_p(a.data_ptr() if isinstance(a, torch.Tensor) else a or None)
+                for a in args[:POINTERS]
             ]
-            kernel(*pointers, *args[15:], grid[0], block[0])
+            kernel(*pointers, *args[POINTERS:], grid[0], block[0])
 
         return types.SimpleNamespace(get_function=lambda name: run)
 
@@ -220,3 +223,11 @@ def test_cuda_path_launches_the_kernel_with_its_arguments(host_kernels, monkeypa
     torch.testing.assert_close(got, dense_reference(*args), rtol=1e-12, atol=1e-12)
     with pytest.raises(IndexError, match="out of range"):
         sparse_contract_cuda.sparse_contract_cuda([x, y], [sender + 6, None], *args[2:])
+    # indices the kernel would misread (it reads contiguous int64) are refused, as on the CPU
+    pairs = torch.stack([sender, receiver], dim=1)  # (E, 2): a column of it is not contiguous
+    with pytest.raises(ValueError, match=r"index 0 must be a contiguous 1-D int64 .*\(not contiguous\)"):
+        sparse_contract_cuda.sparse_contract_cuda([x, y], [pairs[:, 0], None], *args[2:])
+    with pytest.raises(
+        ValueError, match="out_index must be a contiguous 1-D int64 tensor on cpu, got torch.int32"
+    ):
+        sparse_contract_cuda.sparse_contract_cuda([x, y], [sender, None], receiver.int(), *args[3:])

@@ -376,9 +376,10 @@ class SparseContractFunction : public torch::autograd::Function<SparseContractFu
       rows.push_back(out_index);
       order.push_back(K);
       order.push_back(j);
-      const at::Tensor columns =
-          components.index_select(1, at::tensor(order, at::TensorOptions().dtype(at::kLong)).to(components.device()))
-              .contiguous();
+      // the term table's columns in the new operand order, on the table's own device (no host copy)
+      std::vector<at::Tensor> picked;
+      for (const int64_t k : order) picked.push_back(components.select(1, k));
+      const at::Tensor columns = at::stack(picked, 1).contiguous();
       const at::Tensor& target = inputs[j];
       grads[j] = call_op(operands, rows, indices.get(j), target.size(0), target.size(1),
                          target.dim() == 3 ? target.size(2) : 0, columns, coefficients);

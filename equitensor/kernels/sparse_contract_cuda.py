@@ -5,11 +5,12 @@ loads the C++ library (which defines the op, its CPU kernel and its autograd), s
 runs MACE's product basis and edge convolution, and all their derivatives, on a GPU.
 
 :func:`launch_arguments` turns the op's arguments into the kernel's (terms sorted by output
-component, rows sorted by output row, both as CSR offsets, computed on the device without a
-synchronisation); it is plain torch, so the tests run it on the CPU and feed the kernel compiled
-for the host (``-DET_HOST_EMULATION``). :func:`sparse_contract_cuda` checks the arguments as the
-CPU kernel does (one synchronisation, for the index ranges), compiles the source once per dtype
-(NVRTC through CuPy, cached) and launches one thread per output element.
+component, rows sorted by output row, both as CSR offsets, computed on the device: no copy from
+the host, no synchronisation); it is plain torch, so the tests run it on the CPU and feed the
+kernel compiled for the host (``-DET_HOST_EMULATION``). :func:`sparse_contract_cuda` checks the
+arguments as the CPU kernel does (dtypes, shapes, contiguity; the index ranges cost one
+synchronisation per call), compiles the source once per dtype (NVRTC through CuPy, cached) and
+launches one thread per output element.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ SOURCE = "sparse_contract.cu"
 KERNEL = "et_sparse_contract_kernel"
 MAX_INPUTS = 4
 BLOCK = 128  # threads per block
+OUT_ARGUMENT = 2 * MAX_INPUTS + 5  # position of the output among the kernel's arguments
+POINTERS = OUT_ARGUMENT + 1  # pointer arguments, then 2 * MAX_INPUTS + 5 integers
 _SCALAR = {torch.float32: "float", torch.float64: "double"}
 
 
@@ -49,19 +52,14 @@ def launch_arguments(
     device = inputs[0].device
     channelled = [x.dim() == 3 for x in inputs]
     num_channels = channels if channels > 0 else next((x.shape[2] for x in inputs if x.dim() == 3), 1)
-    steps = [num_channels if c else 1 for c in channelled]
-    layout = torch.tensor(
-        [x.stride(0) for x in inputs]
-        + [0] * (MAX_INPUTS - k_in)
-        + [int(c) for c in channelled]
-        + [0] * (MAX_INPUTS - k_in),
-        dtype=torch.int64,
-        device=device,
-    )
+    padding = [0] * (MAX_INPUTS - k_in)
+    layout = [x.stride(0) for x in inputs] + padding + [int(c) for c in channelled] + padding
     # terms sorted (stably) by output component; group g = output component g, maybe empty
     order = torch.argsort(components[:, k_in], stable=True)
     sorted_components = components.index_select(0, order).to(torch.int64)
-    offsets = sorted_components[:, :k_in] * torch.tensor(steps, dtype=torch.int64, device=device)
+    offsets = torch.stack(
+        [sorted_components[:, k] * (num_channels if channelled[k] else 1) for k in range(k_in)], dim=1
+    )
     offsets = torch.nn.functional.pad(offsets, (0, MAX_INPUTS - k_in)).contiguous()
     outputs = sorted_components[:, k_in].contiguous()
     group_start = torch.searchsorted(outputs, torch.arange(out_dim + 1, device=device)).contiguous()
@@ -75,9 +73,9 @@ def launch_arguments(
     padded = list(inputs) + [inputs[0]] * (MAX_INPUTS - k_in)
     rows = [0 if index is None else index for index in indices] + [0] * (MAX_INPUTS - k_in)
     out = inputs[0].new_empty(output_shape(out_rows, out_dim, channels))  # every element is written
-    tensors = [*padded, *rows, layout, offsets, coefficients, group_start, row_start, row_order, out]
+    tensors = [*padded, *rows, offsets, coefficients, group_start, row_start, row_order, out]
     threads = out_rows * out_dim * (num_channels if channels > 0 else 1)
-    return [*tensors, k_in, out_rows, out_dim, num_channels, int(channels > 0)], threads
+    return [*tensors, *layout, k_in, out_rows, out_dim, num_channels, int(channels > 0)], threads
 
 
 def check_arguments(
@@ -122,6 +120,18 @@ def check_arguments(
             f"sparse_contract: components (terms, {k_in + 1}) and coefficients (terms,), got "
             f"{tuple(components.shape)} and {tuple(coefficients.shape)}"
         )
+    for name, index in [*((f"index {k}", i) for k, i in enumerate(indices)), ("out_index", out_index)]:
+        if index is not None and (
+            index.dim() != 1
+            or index.dtype != torch.int64
+            or not index.is_contiguous()
+            or index.device != device
+        ):
+            raise ValueError(
+                f"sparse_contract: {name} must be a contiguous 1-D int64 tensor on {device}, got "
+                f"{index.dtype} of shape {tuple(index.shape)} on {index.device}"
+                + ("" if index.is_contiguous() else " (not contiguous)")
+            )
     rows = {index.shape[0] for index in (*indices, out_index) if index is not None}
     rows |= {x.shape[0] for x, index in zip(inputs, indices) if index is None}
     if out_index is None:
@@ -155,7 +165,7 @@ def sparse_contract_cuda(
     arguments = (inputs, indices, out_index, out_rows, out_dim, channels, components, coefficients)
     check_arguments(*arguments)
     args, threads = launch_arguments(*arguments)
-    out = args[MAX_INPUTS * 2 + 6]
+    out = args[OUT_ARGUMENT]
     if threads:
         device = inputs[0].device
         module = load_module(cuda_source(SOURCE), {}, compile_options(inputs[0].dtype), device)

@@ -36,8 +36,8 @@ def cuda_available(device: torch.device) -> str | None:
         return str(error)
     if not kernels.GPU_VALIDATED:
         return (
-            "the kernels have not yet been validated against cg on a GPU (tests/test_kernels_gpu.py); "
-            "ask for backend='cuda' explicitly to use them"
+            "the CUDA kernels have not yet been validated against cg on a GPU (tests/test_kernels_gpu.py); "
+            "ask for the backend by name to use them"
         )
     return None
 
