@@ -21,11 +21,7 @@ mace-torch pins e3nn 0.4.4: run with a Python that has mace-torch and equitensor
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,8 +29,8 @@ import ase.io
 import numpy as np
 import torch
 from ase.build import bulk
+from side_by_side import machine, result_rows, round_robin, write_results
 
-import equitensor
 from equitensor.graph import batch_graphs
 from equitensor.interop.mace_torch import load_mace_torch_weights, mace_torch_inputs, mace_torch_model
 from equitensor.models import MACE
@@ -122,16 +118,6 @@ def check(ours, theirs, dtype: torch.dtype, label: str) -> float:
     return max(errors)
 
 
-def time_calls(fn, min_seconds: float) -> float:
-    start, calls = time.perf_counter(), 0
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
 def run_case(case: str, dtype_name: str, variants: list[str], args) -> list[dict]:
     dtype = DTYPES[dtype_name]
     graph = make_graph(case, dtype)
@@ -152,61 +138,21 @@ def run_case(case: str, dtype_name: str, variants: list[str], args) -> list[dict
     errors = {}
     for variant, model in models.items():
         errors[variant] = check(model(graph, compute_forces=True), their_out, dtype, f"{case} {variant}")
-    for fn in steps.values():  # warm-up
-        for _ in range(args.warmup):
-            fn()
-    samples = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(args.repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(time_calls(steps[name], args.min_seconds))
-    mace_ms = statistics.median(samples["mace-torch"]) * 1e3
-    rows = []
-    for name, times in samples.items():
-        ms = statistics.median(times) * 1e3
-        rows.append(
-            {
-                "case": case,
-                "dtype": dtype_name,
-                "atoms": graph.num_nodes,
-                "edges": graph.num_edges,
-                "implementation": name,
-                "ms": ms,
-                "ms_all": [t * 1e3 for t in times],
-                "speedup_vs_mace_torch": mace_ms / ms,
-                "max_rel_error_vs_mace_torch": errors.get(name.removeprefix("equitensor "), 0.0),
-            }
-        )
-        print(f"{case:7s} {dtype_name:8s} {name:28s} {ms:9.2f} ms  {mace_ms / ms:5.2f}x", flush=True)
+    samples = round_robin(steps, args.repeats, args.warmup, args.min_seconds)
+    base = {"case": case, "dtype": dtype_name, "atoms": graph.num_nodes, "edges": graph.num_edges}
+    errors = {f"equitensor {variant}": error for variant, error in errors.items()}
+    rows = result_rows(samples, "mace-torch", base, errors)
+    for row in rows:
+        name, ms, ratio = row["implementation"], row["ms"], row["speedup_vs_mace_torch"]
+        print(f"{case:7s} {dtype_name:8s} {name:28s} {ms:9.2f} ms  {ratio:5.2f}x", flush=True)
     return rows
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def versions() -> dict:
     import e3nn
     import mace
 
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "mace-torch": getattr(mace, "__version__", "?"),
-        "e3nn": e3nn.__version__,
-        "equitensor": equitensor.__version__,
-        "equitensor_commit": commit,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
+    return machine({"mace-torch": getattr(mace, "__version__", "?"), "e3nn": e3nn.__version__})
 
 
 def main() -> None:
@@ -246,17 +192,6 @@ def main() -> None:
             rows,
             columns,
         )
-
-
-def write_results(prefix: str, title: str, meta: dict, rows: list[dict], columns: dict[str, str]) -> None:
-    """PREFIX.json (meta and rows) and PREFIX.md (title, meta, one table row per row; ``columns``
-    maps each header to a format string over the row's keys)."""
-    Path(prefix + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# {title}", "", "```", json.dumps(meta, indent=1), "```", ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(f.format(**r) for f in columns.values()) + " |" for r in rows]
-    Path(prefix + ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,7 @@ benchmarks/tensornet_vs_torchmd_net.py --out benchmarks/results/tensornet_vs_tor
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -49,8 +45,8 @@ import ase.io
 import numpy as np
 import torch
 from ase.build import bulk
+from side_by_side import machine, result_rows, round_robin, write_results
 
-import equitensor
 from equitensor.datasets.graphs import graph_from_atoms
 from equitensor.graph import batch_graphs
 from equitensor.interop.torchmd_net import gradients_as_ours, torchmd_net_inputs, torchmd_net_model
@@ -183,16 +179,6 @@ def check(ours: dict, theirs: dict, dtype: torch.dtype, label: str, grads: tuple
     return errors[worst]
 
 
-def time_calls(fn, min_seconds: float) -> float:
-    start, calls = time.perf_counter(), 0
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
 def run_case(case: str, dtype_name: str, args) -> list[dict]:
     dtype = DTYPES[dtype_name]
     atoms = structures(case)
@@ -216,42 +202,13 @@ def run_case(case: str, dtype_name: str, args) -> list[dict]:
             errors[name] = check(steps[name](), their_out, dtype, f"{case} {dtype_name} {name}", grads)
             agrees = f"agrees with torchmd-net: {errors[name]:.1e}"
             print(f"{case:6s} {dtype_name:8s} {name:28s} {agrees}", flush=True)
-    for fn in steps.values():  # warm-up
-        for _ in range(args.warmup):
-            fn()
-    samples = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(args.repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            samples[name].append(time_calls(steps[name], args.min_seconds))
-    their_ms = statistics.median(samples[THEIRS]) * 1e3
-    rows = []
-    for name, times in samples.items():
-        ms = statistics.median(times) * 1e3
-        rows.append(
-            {
-                "case": case,
-                "dtype": dtype_name,
-                "atoms": graph.num_nodes,
-                "edges": graph.num_edges,
-                "implementation": name,
-                "ms": ms,
-                "ms_all": [t * 1e3 for t in times],
-                "speedup_vs_torchmd_net": their_ms / ms,
-                "max_rel_error_vs_torchmd_net": errors.get(name, 0.0),
-            }
-        )
-        ratio = f"{their_ms / ms:5.2f}x vs torchmd-net"
-        print(f"{case:6s} {dtype_name:8s} {name:28s} {ms:9.2f} ms  {ratio}", flush=True)
+    samples = round_robin(steps, args.repeats, args.warmup, args.min_seconds)
+    base = {"case": case, "dtype": dtype_name, "atoms": graph.num_nodes, "edges": graph.num_edges}
+    rows = result_rows(samples, THEIRS, base, errors)
+    for row in rows:
+        name, ms, ratio = row["implementation"], row["ms"], row["speedup_vs_torchmd_net"]
+        print(f"{case:6s} {dtype_name:8s} {name:28s} {ms:9.2f} ms  {ratio:5.2f}x vs torchmd-net", flush=True)
     return rows
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def quiet_warp() -> None:
@@ -275,21 +232,13 @@ def package_version(name: str) -> str:
 def versions() -> dict:
     from torchmdnet.models import tensornet
 
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchmd-net": package_version("torchmd-net"),
-        "warp-lang": package_version("warp-lang"),
-        "torchmd-net warp kernels": bool(getattr(tensornet, "OPT", False)),
-        "equitensor": equitensor.__version__,
-        "equitensor_commit": commit,
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
+    return machine(
+        {
+            "torchmd-net": package_version("torchmd-net"),
+            "warp-lang": package_version("warp-lang"),
+            "torchmd-net warp kernels": bool(getattr(tensornet, "OPT", False)),
+        }
+    )
 
 
 def main() -> None:
@@ -330,24 +279,13 @@ def main() -> None:
             meta,
             rows,
             columns,
-            NOTES,
+            [
+                "",
+                "Ratios are torchmd-net's median time over the row's (above 1: faster than torchmd-net).",
+                "",
+            ]
+            + [f"- {note}" for note in NOTES],
         )
-
-
-def write_results(
-    prefix: str, title: str, meta: dict, rows: list[dict], columns: dict[str, str], notes: list[str]
-) -> None:
-    """PREFIX.json (meta and rows) and PREFIX.md (title, meta, one table row per row, then the
-    notes; ``columns`` maps each header to a format string over the row's keys)."""
-    Path(prefix + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    shown = {k: v for k, v in meta.items() if k != "notes"}  # the notes follow the table
-    lines = [f"# {title}", "", "```", json.dumps(shown, indent=1), "```", ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(f.format(**r) for f in columns.values()) + " |" for r in rows]
-    lines += ["", "Ratios are torchmd-net's median time over the row's (above 1: faster than torchmd-net)."]
-    lines += [""] + [f"- {note}" for note in notes]
-    Path(prefix + ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
