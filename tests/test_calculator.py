@@ -198,7 +198,13 @@ def test_backend_switch():
     assert len(convolutions) == 2 and all(m.backend == "so2" for m in convolutions)
     assert so2.get_potential_energy(atoms) == pytest.approx(cg.get_potential_energy(atoms), rel=1e-10)
     np.testing.assert_allclose(so2.get_forces(atoms), cg.get_forces(atoms), atol=1e-10)
-    with pytest.raises(ValueError, match="no tensor-product backend"):
+    sparse = EquitensorCalculator(tiny_tensornet(), backend="sparse")  # TensorNet's message kernels
+    reference = EquitensorCalculator(tiny_tensornet())
+    assert sparse.model.backend == "sparse"
+    assert sparse.get_potential_energy(atoms) == pytest.approx(
+        reference.get_potential_energy(atoms), rel=1e-10
+    )
+    with pytest.raises(ValueError, match="TensorNet backend must be one of"):
         EquitensorCalculator(tiny_tensornet(), backend="so2")
     with pytest.raises(ValueError, match="no backend setting"):
         EquitensorCalculator(tiny_mace(), backend={"edge_backend": "so2"})

@@ -72,7 +72,10 @@ def test_unknown_override_key(tmp_path):
         ("valid_fraction: 0\n", "give valid_file or a valid_fraction > 0"),
         ("e0s: guess\n", "e0s must be one of auto, isolated, least_squares"),
         ("energy_weight: 0\nforces_weight: 0\n", "nothing to fit"),
-        ("model: tensornet\nbackend: so2\n", "TensorNet has no tensor-product backend"),
+        (
+            "model: tensornet\nbackend: so2\n",
+            "TensorNet's backend .* must be one of torch, sparse, got 'so2'",
+        ),
         ("- a\n- b\n", "expected a mapping"),
         ("model: [unclosed\n", "not valid YAML"),
         ("forces_weight: .nan\n", "forces_weight must be finite"),

@@ -41,8 +41,8 @@ class TrainConfig:
     """Everything ``equitensor train`` reads from the YAML file (units: Å, eV).
 
     Model: ``model`` (mace | tensornet), ``model_kwargs`` (constructor arguments passed through,
-    e.g. num_channels, max_L, hidden_channels), ``backend`` (MACE's edge-convolution backend),
-    ``r_max`` (cutoff, Å), ``dtype``.
+    e.g. num_channels, max_L, hidden_channels), ``backend`` (MACE's edge-convolution backend;
+    TensorNet's torch | sparse), ``r_max`` (cutoff, Å), ``dtype``.
     Data: ``train_file`` (default: the shipped CuNi EMT set), ``valid_file`` or
     ``valid_fraction``, ``test_file``, label keys, ``e0s`` (auto | isolated | least_squares | a
     {Z or symbol: eV} dict), ``scaling`` (rms_forces: scale = RMS force component, MACE's default),
@@ -304,9 +304,13 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
             f"or a mapping {{Z or symbol: eV}}, got {e0s!r}"
         )
     if config.backend is not None and config.model == "tensornet":
-        raise ConfigError(
-            f"{where}: backend={config.backend!r} given, but TensorNet has no tensor-product backend"
-        )
+        from equitensor.models.tensornet import BACKENDS
+
+        if config.backend not in BACKENDS:
+            raise ConfigError(
+                f"{where}: TensorNet's backend (how messages are summed) must be one of "
+                f"{', '.join(BACKENDS)}, got {config.backend!r}"
+            )
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
