@@ -1,9 +1,11 @@
-"""What the library needs to know about devices: which tensors hold values, and buffers that
+"""What the library needs to know about devices and tracing: which tensors hold values, caches
+of constants that a ``torch.compile`` / ``torch.export`` trace cannot pollute, and buffers that
 follow the module's device but keep their dtype.
 
 Data-dependent input checks (an unknown element, a zero-length edge) read tensor values, which a
-tensor on the ``meta`` device does not hold. :func:`has_values` says whether they can run; they are
-skipped on ``meta`` so that a whole model can run there, shapes only, to prove that every tensor
+tensor on the ``meta`` device (or a fake tensor while ``torch.export`` traces) does not hold.
+:func:`has_values` says whether they can run; they are skipped on ``meta`` so that a whole model
+can run there, shapes only, to prove that every tensor
 the library creates follows its inputs' device (``tests/test_meta_device.py``, with
 :func:`equitensor.testing.single_device`). On a GPU such a check costs one synchronisation.
 
@@ -16,13 +18,53 @@ Example::
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import nn
 
+T = TypeVar("T")
+
 
 def has_values(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` holds values that a check can read (False on the ``meta`` device)."""
-    return not tensor.is_meta
+    """Whether ``tensor`` holds values that a check can read: False on the ``meta`` device and
+    while ``torch.export`` traces (a check there would be a data-dependent branch in the exported
+    graph: validate the inputs before calling an exported model). ``torch.compile`` still checks
+    (a graph break)."""
+    return not (tensor.is_meta or torch.compiler.is_exporting())
+
+
+def cached(cache: dict, key, build: Callable[[], T]) -> T:
+    """``cache[key]``, made by ``build()`` on a miss. Nothing is stored while ``torch.compile`` or
+    ``torch.export`` trace: a tensor made there stands for a value of the traced graph, and a later
+    eager call reading it would compute wrong numbers (seen: an exported MACE's eager energy 0).
+
+    Example::
+
+        >>> store = {}
+        >>> cached(store, ("ones", 2), lambda: torch.ones(2)), list(store)
+        (tensor([1., 1.]), [('ones', 2)])
+    """
+    hit = cache.get(key)
+    if hit is None:
+        hit = build()
+        if not torch.compiler.is_compiling():
+            cache[key] = hit
+    return hit
+
+
+def cache_unless_tracing(function: Callable[..., T]) -> Callable[..., T]:
+    """``functools.cache`` for functions that build tensors, through :func:`cached`."""
+    store: dict = {}
+
+    @functools.wraps(function)
+    def wrapper(*args):
+        return cached(store, args, lambda: function(*args))
+
+    wrapper.cache_clear = store.clear
+    return wrapper
 
 
 class FixedDtypeBuffers(nn.Module):
@@ -59,4 +101,4 @@ class FixedDtypeBuffers(nn.Module):
         return self
 
 
-__all__ = ["FixedDtypeBuffers", "has_values"]
+__all__ = ["FixedDtypeBuffers", "cache_unless_tracing", "cached", "has_values"]

@@ -34,7 +34,7 @@ class AtomicGraph:
     num_graphs: int
 
     def __post_init__(self) -> None:
-        n, e, b = len(self.positions), self.edge_index.shape[-1], self.num_graphs
+        n, e, b = self.positions.shape[0], self.edge_index.shape[-1], self.num_graphs
         expected = {
             "positions": (n, 3),
             "numbers": (n,),
@@ -51,7 +51,7 @@ class AtomicGraph:
 
     @property
     def num_nodes(self) -> int:
-        return len(self.positions)
+        return self.positions.shape[0]
 
     @property
     def num_edges(self) -> int:

@@ -27,7 +27,7 @@ import torch
 from ase.data import chemical_symbols
 from torch import nn
 
-from equitensor.devices import has_values
+from equitensor.devices import cached, has_values
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
 from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn.cartesian import (
@@ -88,11 +88,13 @@ _PIECE_TERMS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 def piece_terms(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``equitensor::sparse_contract`` terms ``out[k] = factor[piece(k)] * value[k]`` (cached per device)."""
-    if device not in _PIECE_TERMS:
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
         rows = [(piece, k, k) for k, piece in enumerate(PIECE_OF_COMPONENT)]
         components = torch.tensor(rows, dtype=torch.int32, device=device)
-        _PIECE_TERMS[device] = components, torch.ones(len(rows), dtype=torch.float64, device=device)
-    return _PIECE_TERMS[device]
+        return components, torch.ones(len(rows), dtype=torch.float64, device=device)
+
+    return cached(_PIECE_TERMS, device, build)
 
 
 def _stack_pieces(scalar: torch.Tensor, vector: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from equitensor.devices import cached
 from equitensor.kernels.edge_conv_plan import EdgeConvPlan, plan_from_key
 
 GRAD_X, GRAD_SH, GRAD_W = 1, 2, 4
@@ -100,8 +101,8 @@ _DENSE: dict[tuple[str, torch.dtype, torch.device], list[torch.Tensor]] = {}
 def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
     """Per path the (2l1+1, 2l2+1, 2l3+1) tensor of the plan's non-zero constants (cached per
     dtype and device)."""
-    key = (plan.key, dtype, device)
-    if key not in _DENSE:
+
+    def build() -> list[torch.Tensor]:
         tensors = []
         for p in plan.paths:
             c = torch.zeros(
@@ -110,8 +111,9 @@ def _dense_cg(plan: EdgeConvPlan, dtype: torch.dtype, device: torch.device) -> l
             for i, j, k, value in p.nonzeros:
                 c[i, j, k] = value
             tensors.append(c.to(device=device, dtype=dtype))
-        _DENSE[key] = tensors
-    return _DENSE[key]
+        return tensors
+
+    return cached(_DENSE, (plan.key, dtype, device), build)
 
 
 def _block(t: torch.Tensor, block) -> torch.Tensor:

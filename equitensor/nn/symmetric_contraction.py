@@ -21,7 +21,7 @@ from functools import cache
 import torch
 from torch import nn
 
-from equitensor.devices import FixedDtypeBuffers, has_values
+from equitensor.devices import FixedDtypeBuffers, cached, has_values
 from equitensor.irreps import Irrep, Irreps
 from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.o3 import wigner_3j
@@ -257,10 +257,11 @@ class SymmetricContraction(FixedDtypeBuffers):
             self.register_buffer(name, value.to(device), persistent=False)
 
     def _couplings_for(self, dtype: torch.dtype, device: torch.device) -> list[list[torch.Tensor]]:
-        key = ("couplings", dtype, device)
-        if key not in self._cast:
-            self._cast[key] = [[u.to(device=device, dtype=dtype) for u in us] for us in self._couplings]
-        return self._cast[key]
+        return cached(
+            self._cast,
+            ("couplings", dtype, device),
+            lambda: [[u.to(device=device, dtype=dtype) for u in us] for us in self._couplings],
+        )
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, irreps_in.dim) in mul_ir layout -> (N, C, D)."""
@@ -328,19 +329,21 @@ class SymmetricContraction(FixedDtypeBuffers):
     def _folded_weights(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights
         (inference, MD) are folded once and reused until they change."""
-        key = ("terms", dtype, device)
-        if key not in self._cast:
-            self._cast[key] = [u.to(device=device, dtype=dtype) for u in self._term_coefficients]
+        coefficients = cached(
+            self._cast,
+            ("terms", dtype, device),
+            lambda: [u.to(device=device, dtype=dtype) for u in self._term_coefficients],
+        )
         weights = [weight for per_output in self.weights for weight in per_output]
         frozen = not (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
         state = (dtype, device, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
         if frozen and getattr(self, "_folded_cache", (None, None))[0] == state:
             return self._folded_cache[1]
-        coefficients = self._cast[key]
         folded = torch.cat(
             [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
         ).contiguous()
-        self._folded_cache = (state, folded) if frozen else (None, None)
+        if not torch.compiler.is_compiling():  # a traced value must not be read later
+            self._folded_cache = (state, folded) if frozen else (None, None)
         return folded
 
     def _sparse_forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
@@ -377,7 +380,11 @@ class SymmetricContraction(FixedDtypeBuffers):
 
     def folds_weights(self, nodes: int, paths: int) -> bool:
         """Whether the highest order (with ``paths`` paths) folds the weights into U per element
-        for ``nodes`` nodes: cheaper when E P + N E < N P (see ``_highest_order``)."""
+        for ``nodes`` nodes: cheaper when E P + N E < N P (see ``_highest_order``). While
+        ``torch.compile`` / ``torch.export`` trace, the choice for many nodes (E < P), so that the
+        graph holds for any number of nodes."""
+        if torch.compiler.is_compiling():
+            return self.num_elements < paths
         return self.num_elements * (paths + nodes) < nodes * paths
 
     def _highest_order(

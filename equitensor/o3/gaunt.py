@@ -22,12 +22,14 @@ from fractions import Fraction
 
 import torch
 
+from equitensor.devices import cache_unless_tracing
+
 from .wigner import _check_triangle, _wigner_3j_f64
 
 __all__ = ["gaunt", "gaunt_factor"]
 
 
-@functools.cache
+@cache_unless_tracing
 def _gaunt_f64(l1: int, l2: int, l3: int) -> torch.Tensor:
     C = _wigner_3j_f64(l1, l2, l3)
     if (l1 + l2 + l3) % 2 == 1:

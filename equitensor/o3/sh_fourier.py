@@ -29,6 +29,8 @@ from fractions import Fraction
 
 import torch
 
+from equitensor.devices import cache_unless_tracing
+
 __all__ = [
     "sh_theta_fourier",
     "sh_phi_fourier",
@@ -83,7 +85,7 @@ def _phase(mu: int) -> complex:
     return (-1j) ** mu
 
 
-@functools.cache
+@cache_unless_tracing
 def sh_theta_fourier(lmax: int) -> torch.Tensor:
     """``A[l, m + lmax, u + lmax]``: coefficient of ``e^{i u theta}`` in ``Theta_lm`` (complex128).
 
@@ -98,7 +100,7 @@ def sh_theta_fourier(lmax: int) -> torch.Tensor:
     return table
 
 
-@functools.cache
+@cache_unless_tracing
 def sh_phi_fourier(lmax: int) -> torch.Tensor:
     """``B[m + lmax, v + lmax]``: coefficient of ``e^{i v phi}`` in ``T_m(phi)`` (complex128)."""
     table = torch.zeros(2 * lmax + 1, 2 * lmax + 1, dtype=torch.complex128)
@@ -129,7 +131,7 @@ def _theta_projection_entry(l: int, mu: int, u: int) -> complex:
     return _norm(l, mu) * _phase(mu) * complex(float(a), math.pi * float(b))
 
 
-@functools.cache
+@cache_unless_tracing
 def sh_theta_projection(lmax: int, umax: int) -> torch.Tensor:
     """``P[l, m + lmax, u + umax] = int_0^pi e^{i u theta} Theta_lm(theta) sin theta d theta``.
 
@@ -145,7 +147,7 @@ def sh_theta_projection(lmax: int, umax: int) -> torch.Tensor:
     return table
 
 
-@functools.cache
+@cache_unless_tracing
 def sh_phi_projection(lmax: int, vmax: int) -> torch.Tensor:
     """``Q[m + lmax, v + vmax] = int_0^{2 pi} e^{i v phi} T_m(phi) d phi`` (complex128)."""
     table = torch.zeros(2 * lmax + 1, 2 * vmax + 1, dtype=torch.complex128)

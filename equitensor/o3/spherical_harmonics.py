@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from equitensor.devices import cached
+
 __all__ = ["spherical_harmonics", "SphericalHarmonics"]
 
 _NORMALIZATIONS = ("integral", "component", "norm")
@@ -149,16 +151,16 @@ def _constants(lmax: int, normalization: str, dtype: torch.dtype, device: torch.
 
     (A dict rather than ``lru_cache`` so that ``torch.compile`` reads it without warnings.)
     """
-    key = (lmax, normalization, dtype, device)
-    hit = _CONSTANTS.get(key)
-    if hit is None:
+
+    def build():
         top, sub, rec = _constants_f64(lmax, normalization)
         rec = {
             l: (a.to(dtype=dtype, device=device), b.to(dtype=dtype, device=device))
             for l, (a, b) in rec.items()
         }
-        hit = _CONSTANTS[key] = (top, sub, rec)
-    return hit
+        return top, sub, rec
+
+    return cached(_CONSTANTS, (lmax, normalization, dtype, device), build)
 
 
 def _sh(ls: tuple[int, ...], x: torch.Tensor, normalization: str, normalize: bool) -> torch.Tensor:

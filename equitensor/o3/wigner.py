@@ -21,6 +21,8 @@ from fractions import Fraction
 
 import torch
 
+from equitensor.devices import cache_unless_tracing
+
 __all__ = [
     "so3_generators",
     "wigner_D",
@@ -167,7 +169,7 @@ def _wigner_3j_exact(l1: int, l2: int, l3: int) -> tuple[tuple[int, int, int, fl
     return tuple(out)
 
 
-@functools.cache
+@cache_unless_tracing
 def _wigner_3j_f64(l1: int, l2: int, l3: int) -> torch.Tensor:
     C = torch.zeros(2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1, dtype=torch.float64)
     for a, b, c, v in _wigner_3j_exact(l1, l2, l3):
@@ -206,7 +208,7 @@ def wigner_3j_sparse(l1: int, l2: int, l3: int) -> tuple[torch.Tensor, torch.Ten
 # Generators and Wigner D
 
 
-@functools.cache
+@cache_unless_tracing
 def _so3_generators_f64(l: int) -> torch.Tensor:
     """Generators from the invariant map l x 1 -> l: ``X_k = c_l * C^{l1l}[:, k, :]``.
 
@@ -247,7 +249,7 @@ def _rot_y(l: int, angle: torch.Tensor) -> torch.Tensor:
     return diag + anti
 
 
-@functools.cache
+@cache_unless_tracing
 def _j_matrix_f64(l: int) -> torch.Tensor:
     """``J = D^l(R_z(-pi/2))``, which maps the y axis onto the x axis: ``D(R_x(b)) = J D(R_y(b)) J^T``."""
     X = _so3_generators_f64(l)

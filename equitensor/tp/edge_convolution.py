@@ -185,8 +185,11 @@ class EdgeConvolution(nn.Module):
         # per-edge messages of all edges are never materialised or concatenated
         out = [node_feats.new_zeros(node_feats.shape[0], mul * ir.dim) for mul, ir in self.irreps_out]
         rows = executor.rows_per_chunk(node_feats)
-        for start in range(0, sender.shape[0], rows):
-            part = slice(start, start + rows)
+        if torch.compiler.is_compiling():  # one chunk: a loop would fix the number of edges
+            parts = [slice(None)]
+        else:
+            parts = [slice(start, start + rows) for start in range(0, sender.shape[0], rows)]
+        for part in parts:
             blocks = executor.output_blocks(node_feats[sender[part]], sh[part], edge_weights[part])
             for k, block in enumerate(blocks):
                 if block is not None:

@@ -32,6 +32,7 @@ from itertools import repeat
 import torch
 from torch import nn
 
+from equitensor.devices import cached
 from equitensor.o3.wigner import wigner_3j
 from equitensor.tp.spec import Instruction, TensorProductSpec
 
@@ -277,18 +278,20 @@ class CGTensorProduct(nn.Module):
         self._cast: dict[tuple[torch.dtype, torch.device], list[tuple[torch.Tensor, ...]]] = {}
 
     def _tables_for(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
-        key = (dtype, device)
-        if key not in self._cast:
-            self._cast[key] = [
+        return cached(
+            self._cast,
+            (dtype, device),
+            lambda: [
                 tuple(t.to(device=device, dtype=dtype if t.is_floating_point() else None) for t in table)
                 for table in self._tables
-            ]
-        return self._cast[key]
+            ],
+        )
 
     def rows_per_chunk(self, x: torch.Tensor) -> int:
         """How many rows of ``x``'s batch to compute at once: on CPU, as many as keep one chunk's
-        inputs, weights and outputs near ``CPU_CHUNK_BYTES``; elsewhere all of them."""
-        if x.device.type != "cpu":
+        inputs, weights and outputs near ``CPU_CHUNK_BYTES``; elsewhere, and while ``torch.compile``
+        or ``torch.export`` trace (a loop over chunks would fix the number of rows), all of them."""
+        if x.device.type != "cpu" or torch.compiler.is_compiling():
             return max(x.shape[0], 1)
         spec = self.spec
         per_row = spec.irreps_in1.dim + spec.irreps_in2.dim + spec.weight_numel + spec.irreps_out.dim

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from equitensor.devices import cached
 from equitensor.o3.spherical_harmonics import spherical_harmonics
 from equitensor.o3.wigner import wigner_3j
 from equitensor.tp.backends.capabilities import (
@@ -90,19 +91,16 @@ _RECURSION: dict = {}
 
 def _recursion_f64(l: int) -> torch.Tensor:
     """``sqrt(2l+1) wigner_3j(l-1, 1, l)`` in float64, cached in a plain dict (compile-friendly)."""
-    hit = _RECURSION_F64.get(l)
-    if hit is None:
-        hit = _RECURSION_F64[l] = wigner_3j(l - 1, 1, l, dtype=torch.float64) * (2 * l + 1) ** 0.5
-    return hit
+    return cached(_RECURSION_F64, l, lambda: wigner_3j(l - 1, 1, l, dtype=torch.float64) * (2 * l + 1) ** 0.5)
 
 
 def _recursion_constants(lmax: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
     """:func:`_recursion_f64` for l = 2..lmax, cast to ``dtype`` on ``device`` and cached."""
-    key = (lmax, dtype, device)
-    hit = _RECURSION.get(key)
-    if hit is None:
-        hit = _RECURSION[key] = [_recursion_f64(l).to(dtype=dtype, device=device) for l in range(2, lmax + 1)]
-    return hit
+    return cached(
+        _RECURSION,
+        (lmax, dtype, device),
+        lambda: [_recursion_f64(l).to(dtype=dtype, device=device) for l in range(2, lmax + 1)],
+    )
 
 
 def wigner_D_from_matrix(lmax: int, R: torch.Tensor) -> list[torch.Tensor]:
@@ -180,17 +178,17 @@ class SO2EdgeProduct(nn.Module):
         return self.spec.weight_numel
 
     def _constants(self, dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        key = (dtype, device)
-        hit = self._scales.get(key)
-        if hit is None:
-            hit = self._scales[key] = [
+        return cached(
+            self._scales,
+            (dtype, device),
+            lambda: [
                 (
                     torch.tensor(p.source, dtype=torch.long, device=device),
                     torch.tensor(p.scale, dtype=torch.float64).to(dtype=dtype, device=device),
                 )
                 for p in self.paths
-            ]
-        return hit
+            ],
+        )
 
     def forward(
         self, x: torch.Tensor, edge_vectors: torch.Tensor, weight: torch.Tensor | None

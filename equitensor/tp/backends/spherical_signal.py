@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from equitensor.devices import cached
 from equitensor.irreps import Irreps
 from equitensor.o3.gaunt import gaunt_factor
 from equitensor.tp.backends.capabilities import Limitation, describe_path
@@ -302,18 +303,18 @@ class CastCache:
         self._cast: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
 
     def get(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        key = (dtype, device)
-        hit = self._cast.get(key)
-        if hit is None:
-            complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-            hit = self._cast[key] = {
+        complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+        return cached(
+            self._cast,
+            (dtype, device),
+            lambda: {
                 name: t.to(
                     device=device,
                     dtype=complex_dtype if t.is_complex() else dtype if t.is_floating_point() else None,
                 )
                 for name, t in self.masters.items()
-            }
-        return hit
+            },
+        )
 
 
 SignalKernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
