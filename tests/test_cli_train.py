@@ -203,3 +203,45 @@ def test_run_folder_lock_is_released_after_a_run(tmp_path, data_file, capsys):
     held.release()
     assert run_cli(["train", str(config_file(tmp_path, data_file, epochs=1))], capsys)[0] == 0
     assert run_cli(["train", str(config_file(tmp_path, data_file, epochs=2)), "--resume"], capsys)[0] == 0
+
+
+def tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_logs_config_yaml_tensorboard_and_seed_flag(tmp_path, data_file, capsys):
+    """config.yaml is the resolved configuration; TensorBoard holds the history's numbers per epoch,
+    and a resumed run continues the curves without repeating an epoch; --seed is seed=N."""
+    pytest.importorskip("tensorboard")
+    path = config_file(tmp_path, data_file, epochs=1)
+    code, out, _ = run_cli(["train", str(path), "--seed", "5"], capsys)
+    assert code == 0, out
+    run = tmp_path / "run"
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert written["seed"] == 5 and written["epochs"] == 1 and written["tensorboard"] == "auto"
+    code, out, _ = run_cli(["train", str(path), "epochs=2", "--seed", "5", "--resume"], capsys)
+    assert code == 0, out
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 2
+    history = json.loads((run / "metrics.json").read_text())
+    scalars = tensorboard_scalars(run / "tensorboard")
+    assert [step for step, _ in scalars["train/loss"]] == [1, 2]
+    for (step, value), row in zip(scalars["train/loss"], history):
+        assert step == row["epoch"] and value == pytest.approx(row["train_loss"], rel=1e-6)
+    assert [v for _, v in scalars["valid/loss"]] == pytest.approx(
+        [row["valid_loss"] for row in history], rel=1e-6
+    )
+
+
+def test_tensorboard_true_without_the_package_is_a_named_error(tmp_path, data_file, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    path = config_file(tmp_path, data_file, epochs=1, tensorboard=True)
+    code, _, err = run_cli(["train", str(path)], capsys)
+    assert code == 2 and "tensorboard=true needs the tensorboard package" in err
+    code, out, _ = run_cli(
+        ["train", str(config_file(tmp_path, data_file, epochs=1, output_dir=str(tmp_path / "b")))], capsys
+    )
+    assert code == 0 and "tensorboard: none (the tensorboard package is not installed" in out

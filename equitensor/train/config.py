@@ -32,6 +32,7 @@ CHOICES = {
     "optimizer": ("adam", "adamw"),
     "scheduler": ("plateau", "cosine", "none"),
     "progress": ("auto", "true", "false"),
+    "tensorboard": ("auto", "true", "false"),
 }
 E0S_METHODS = ("auto", "isolated", "least_squares")
 
@@ -54,7 +55,9 @@ class TrainConfig:
     ``scheduler_patience``, ``warmup_epochs``, ``min_lr``, ``ema``/``ema_decay``, ``clip_grad``.
     Run: ``seed``, ``device`` (auto | cpu | cuda | cuda:N), ``eval_interval`` (epochs),
     ``patience`` (early stopping, in evaluations), ``checkpoint_every_steps`` (0: per epoch only),
-    ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``.
+    ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``, ``tensorboard`` (auto: event
+    files in ``RUN/tensorboard`` when the ``tensorboard`` package is installed, true: required,
+    false: none). The resolved configuration is written to ``RUN/config.yaml`` at every start.
     """
 
     model: str = "mace"
@@ -106,6 +109,7 @@ class TrainConfig:
     output_dir: str | None = None
     name: str | None = None
     progress: str | bool = "auto"
+    tensorboard: str | bool = "auto"
     plots: bool = True
     num_threads: int | None = None
 
@@ -255,8 +259,8 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
         raise ConfigError(f"{where}: {values} must be finite (got NaN or infinity)")
     for key, choices in CHOICES.items():
         value = getattr(config, key)
-        if isinstance(value, bool) and key == "progress":
-            config.progress = "true" if value else "false"
+        if isinstance(value, bool) and key in ("progress", "tensorboard"):
+            setattr(config, key, "true" if value else "false")
             continue
         if value not in choices:
             raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")

@@ -1,4 +1,5 @@
-"""What a run writes as it goes: a text log, and the per-epoch history as CSV and JSON.
+"""What a run writes as it goes: a text log, the resolved configuration as YAML, the per-epoch
+history as CSV and JSON, and the same per-epoch scalars as TensorBoard event files.
 
 Only the main rank writes. The history files are rewritten whole after every epoch (atomically),
 so after a resume they hold exactly the epochs of the checkpoint the run continued from.
@@ -81,3 +82,55 @@ def write_json(path: Path, data) -> None:
 
 def write_text(path: Path, text: str) -> None:
     _atomic_write_text(Path(path), text)
+
+
+def write_config(config, run_dir: Path) -> None:
+    """``config.yaml``: the resolved configuration this (re)start runs with, every key present."""
+    import yaml
+
+    _atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+class TensorBoardLog:
+    """Per-epoch scalars as TensorBoard event files in ``RUN/tensorboard`` (``torch.utils.tensorboard``).
+
+    ``mode``: "auto" writes them when the ``tensorboard`` package is installed, "true" requires it
+    (ConfigError naming the extra otherwise), "false" writes none. A resumed run purges the events
+    after the epoch it continues from, so the curves hold exactly the checkpoint's epochs.
+    """
+
+    def __init__(self, run_dir: Path, mode: str, first_epoch: int, enabled: bool = True) -> None:
+        self.writer = None
+        self.reason = "tensorboard=false"
+        if mode == "false" or not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            if mode == "true":
+                from equitensor.train.config import ConfigError
+
+                raise ConfigError(
+                    "tensorboard=true needs the tensorboard package: pip install 'equitensor[tensorboard]' "
+                    f"({error})"
+                ) from None
+            self.reason = "the tensorboard package is not installed (pip install 'equitensor[tensorboard]')"
+            return
+        self.path = Path(run_dir) / "tensorboard"
+        self.writer = SummaryWriter(str(self.path), purge_step=first_epoch + 1 if first_epoch else None)
+
+    def epoch(self, row: dict) -> None:
+        """Every numeric value of an epoch's history row, at step = the epoch number."""
+        if self.writer is None:
+            return
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(
+                    key.replace("_", "/", 1) if key.startswith(("train_", "valid_")) else key, value, step
+                )
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

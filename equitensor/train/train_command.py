@@ -23,12 +23,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in output_dir from checkpoints/last.pt"
     )
     parser.add_argument("--print-config", action="store_true", help="print the full configuration and exit")
+    parser.add_argument(
+        "--seed", type=int, help="random seed of initialisation and data order (the same as seed=N)"
+    )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     items = list(args.items)
     path = items.pop(0) if items and "=" not in items[0] else None
+    if getattr(args, "seed", None) is not None:
+        items.append(f"seed={args.seed}")
     return load_config(path, items)
 
 

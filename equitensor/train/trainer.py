@@ -32,7 +32,7 @@ from equitensor.train.distributed import (
 )
 from equitensor.train.ema import ExponentialMovingAverage
 from equitensor.train.evaluation import Collected, composition_baseline, evaluate
-from equitensor.train.logs import RunLog, write_history, write_json, write_text
+from equitensor.train.logs import RunLog, TensorBoardLog, write_config, write_history, write_json, write_text
 from equitensor.train.losses import WeightedLoss, batch_counts
 from equitensor.train.metrics import format_table
 from equitensor.train.model_factory import DTYPES, build_model
@@ -321,6 +321,14 @@ class Trainer:
     # ---------------------------------------------------------------- the run
     def run(self) -> TrainResult:
         config = self.config
+        if self.context.is_main:
+            write_config(config, self.run_dir)
+        tensorboard = TensorBoardLog(
+            self.run_dir, config.tensorboard, self.epoch, enabled=self.context.is_main
+        )
+        if self.context.is_main:
+            where = tensorboard.path if tensorboard.writer is not None else f"none ({tensorboard.reason})"
+            self.log(f"logs: {self.run_dir / 'config.yaml'}, metrics.csv/json; tensorboard: {where}")
         if self.epoch >= config.epochs:
             self.log(
                 f"the checkpoint has {self.epoch} epochs done, epochs = {config.epochs}: nothing to train"
@@ -355,9 +363,11 @@ class Trainer:
             self.save(ckpt.LAST)
             if self.context.is_main:
                 write_history(self.history, self.run_dir)
+                tensorboard.epoch(row)
             if config.patience is not None and self.evals_since_best >= config.patience:
                 self.log(f"early stop: no validation improvement in {config.patience} evaluations")
                 stopped_early = True
+        tensorboard.close()
         self.context.barrier()
         return self._finish()
 
