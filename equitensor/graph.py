@@ -108,6 +108,63 @@ def batch_graphs(graphs: list[AtomicGraph]) -> AtomicGraph:
     )
 
 
+def split_graph(graph: AtomicGraph) -> list[AtomicGraph]:
+    """The structures of a batched graph, one graph each (the inverse of :func:`batch_graphs`)."""
+    counts = torch.bincount(graph.batch, minlength=graph.num_graphs).tolist()
+    edge_graph = graph.batch[graph.sender]
+    parts, start = [], 0
+    for b, count in enumerate(counts):
+        edges = (edge_graph == b).nonzero().flatten()
+        parts.append(
+            AtomicGraph(
+                positions=graph.positions[start : start + count],
+                numbers=graph.numbers[start : start + count],
+                edge_index=graph.edge_index[:, edges] - start,
+                unit_shifts=graph.unit_shifts[edges],
+                cell=graph.cell[b : b + 1],
+                pbc=graph.pbc[b : b + 1],
+                batch=torch.zeros(count, dtype=graph.batch.dtype, device=graph.batch.device),
+                num_graphs=1,
+            )
+        )
+        start += count
+    return parts
+
+
+def as_atomic_graph(graph) -> AtomicGraph:
+    """``graph`` itself, or the AtomicGraph of an object with PyG-style fields (``pos``, ``z``,
+    ``edge_index``, ``edge_cell_shift``, ``cell`` (B, 3, 3), ``pbc`` (B, 3), ``batch`` or none for
+    one structure): what :mod:`equitensor.interop.pyg` writes, so models take a PyG batch."""
+    if isinstance(graph, AtomicGraph):
+        return graph
+    missing = [
+        name
+        for name in ("pos", "z", "edge_index", "edge_cell_shift", "cell", "pbc")
+        if getattr(graph, name, None) is None
+    ]
+    if missing:
+        raise TypeError(
+            f"expected an AtomicGraph or a PyG-style object with pos, z, edge_index, edge_cell_shift, "
+            f"cell and pbc; {type(graph).__name__} lacks {missing}"
+        )
+    batch = getattr(graph, "batch", None)
+    n = graph.pos.shape[0]
+    if batch is None:
+        batch, num_graphs = torch.zeros(n, dtype=torch.long, device=graph.pos.device), 1
+    else:
+        num_graphs = int(graph.num_graphs)
+    return AtomicGraph(
+        positions=graph.pos,
+        numbers=graph.z,
+        edge_index=graph.edge_index,
+        unit_shifts=graph.edge_cell_shift,
+        cell=graph.cell.reshape(-1, 3, 3),
+        pbc=graph.pbc.reshape(-1, 3),
+        batch=batch,
+        num_graphs=num_graphs,
+    )
+
+
 def strained(graph: AtomicGraph) -> tuple[AtomicGraph, torch.Tensor, torch.Tensor]:
     """Apply a zero symmetric strain per structure so energies can be differentiated by it.
 

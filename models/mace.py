@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from equitensor.devices import FixedDtypeBuffers
-from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
 from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn import (
@@ -348,8 +348,10 @@ class MACE(FixedDtypeBuffers):
         """Energies (B,), node energies (N,), and forces (N, 3), stress/virial (B, 3, 3) on request.
 
         ``training=True`` keeps the autograd graph of the forces so a loss on them can be
-        differentiated; otherwise derivative outputs are detached.
+        differentiated; otherwise derivative outputs are detached. ``graph`` may also be a PyG
+        batch (see :mod:`equitensor.interop.pyg`).
         """
+        graph = as_atomic_graph(graph)
         dtype = self._dtype()
         if graph.positions.dtype != dtype:
             raise ValueError(

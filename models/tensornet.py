@@ -28,7 +28,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from equitensor.devices import cached, has_values
-from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
 from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn.cartesian import (
     compose,
@@ -466,7 +466,9 @@ class TensorNet(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Energy (B,) and node_energy (N,); forces (N, 3) = -dE/dr; stress and virial (B, 3, 3)
         (ASE sign convention, zero without a periodic cell). ``training`` keeps the graph of the
-        derivatives so a loss on forces can be backpropagated."""
+        derivatives so a loss on forces can be backpropagated. ``graph`` may also be a PyG batch
+        (see :mod:`equitensor.interop.pyg`)."""
+        graph = as_atomic_graph(graph)
         if not (compute_forces or compute_stress):
             node_energy = self.node_energies(graph)
             return {"energy": graph.structure_sum(node_energy), "node_energy": node_energy}
