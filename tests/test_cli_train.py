@@ -245,3 +245,38 @@ def test_tensorboard_true_without_the_package_is_a_named_error(tmp_path, data_fi
         ["train", str(config_file(tmp_path, data_file, epochs=1, output_dir=str(tmp_path / "b")))], capsys
     )
     assert code == 0 and "tensorboard: none (the tensorboard package is not installed" in out
+
+
+def test_stage_two_swa_on_the_shipped_data(tmp_path, capsys):
+    """swa: after swa_start epochs the loss weights and lr change, stage two keeps its own best
+    model, which is the one saved; with swa_average it is the mean of the stage-two weights."""
+    config = tiny_config(tmp_path, "unused", epochs=4, swa=True, swa_start=2, swa_lr=5e-4, swa_average=True)
+    del config["train_file"]  # the shipped CuNi EMT set
+    config.update(valid_fraction=0.1, batch_size=20, max_atoms_per_batch=None)
+    path = tmp_path / "swa.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, out, _ = run_cli(["train", str(path)], capsys)
+    assert code == 0, out
+    assert "stage two from epoch 3: loss weights energy 1000, forces 100, stress 1; lr 0.0005" in out
+    run = tmp_path / "run"
+    history = json.loads((run / "metrics.json").read_text())
+    assert [row["stage"] for row in history] == [1, 1, 2, 2]
+    assert [row["lr"] for row in history][2:] == [5e-4, 5e-4]
+    best_two = torch.load(run / "checkpoints" / "best_stage_two.pt", weights_only=False)
+    assert best_two["progress"]["best_epoch"] in (3, 4)
+    saved = load_model(run / "tiny.model")
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(tensor, best_two["model_record"]["state_dict"][name], msg=name)
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert last["average"]["num_updates"] == 2
+    # resuming in stage two keeps its weights (a changed swa setting is refused)
+    code, out, err = run_cli(["train", str(path), "epochs=5", "--resume"], capsys)
+    assert code == 0, out + err
+    assert [row["stage"] for row in json.loads((run / "metrics.json").read_text())] == [1, 1, 2, 2, 2]
+    code, _, err = run_cli(["train", str(path), "epochs=6", "swa_start=3", "--resume"], capsys)
+    assert code == 2 and "swa_start" in err
+
+
+def test_stage_two_settings_are_checked(tmp_path, data_file, capsys):
+    code, _, err = run_cli(["train", str(config_file(tmp_path, data_file, swa=True, swa_start=2))], capsys)
+    assert code == 2 and "stage two must start after epoch 0 and before the last (2), got swa_start=2" in err

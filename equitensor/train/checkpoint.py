@@ -23,6 +23,7 @@ FORMAT = "equitensor-checkpoint"
 FORMAT_VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
+BEST_STAGE_TWO = "best_stage_two.pt"  # stage two (swa) selects its own best model
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

@@ -53,6 +53,12 @@ class TrainConfig:
     Optimisation: ``epochs``, ``batch_size``, ``max_atoms_per_batch``, ``optimizer`` (adam | adamw,
     ``amsgrad``), ``lr``, ``weight_decay``, ``scheduler`` (plateau | cosine | none), ``lr_factor``,
     ``scheduler_patience``, ``warmup_epochs``, ``min_lr``, ``ema``/``ema_decay``, ``clip_grad``.
+    Stage two (mace-torch's ``--swa``): with ``swa: true``, after ``swa_start`` epochs (default the
+    first 75%) the loss weights become ``swa_{energy,forces,stress}_weight`` (energy-heavy; stress
+    default unchanged) and the learning rate ``swa_lr`` (no scheduler from then on); stage two keeps
+    its own best model (``checkpoints/best_stage_two.pt``, the one saved and evaluated at the end);
+    ``swa_average: true`` also validates and saves the equal-weight average of the weights at the
+    end of every stage-two epoch.
     Run: ``seed``, ``device`` (auto | cpu | cuda | cuda:N), ``eval_interval`` (epochs),
     ``patience`` (early stopping, in evaluations), ``checkpoint_every_steps`` (0: per epoch only),
     ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``, ``tensorboard`` (auto: event
@@ -100,6 +106,13 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.99
     clip_grad: float | None = 10.0
+    swa: bool = False
+    swa_start: int | None = None
+    swa_lr: float = 1e-3
+    swa_energy_weight: float = 1000.0
+    swa_forces_weight: float = 100.0
+    swa_stress_weight: float | None = None
+    swa_average: bool = False
 
     seed: int = 0
     device: str = "auto"
@@ -149,6 +162,9 @@ RESUME_FIXED_KEYS = (
     "scheduler",
     "amsgrad",  # in the optimiser's saved state
     "ema",  # the EMA weights are part of the run's state
+    "swa",  # stage two's start, averaging and best model are part of the run's state
+    "swa_start",
+    "swa_average",
     "lr_factor",  # in the plateau scheduler's saved state
     "scheduler_patience",
     "min_lr",
@@ -307,6 +323,15 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
             f"{where}: e0s must be one of {', '.join(E0S_METHODS)} "
             f"or a mapping {{Z or symbol: eV}}, got {e0s!r}"
         )
+    if config.swa:
+        start = stage_two_start(config)
+        if not 0 < start < config.epochs:
+            raise ConfigError(
+                f"{where}: stage two must start after epoch 0 and before the last ({config.epochs}), "
+                f"got swa_start={start}"
+            )
+        if config.swa_lr <= 0:
+            raise ConfigError(f"{where}: swa_lr must be > 0, got {config.swa_lr}")
     if config.backend is not None and config.model == "tensornet":
         from equitensor.models.tensornet import BACKENDS
 
@@ -315,6 +340,11 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
                 f"{where}: TensorNet's backend (how messages are summed) must be one of "
                 f"{', '.join(BACKENDS)}, got {config.backend!r}"
             )
+
+
+def stage_two_start(config: TrainConfig) -> int:
+    """Epochs of stage one: ``swa_start``, by default the first 75% (mace-torch's default)."""
+    return config.swa_start if config.swa_start is not None else max(1, config.epochs * 3 // 4)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,4 +1,5 @@
-"""Exponential moving average of model weights, used for validation and for saved models.
+"""Averages of model weights, used for validation and for saved models: the exponential moving
+average of every step, and the equal-weight average of stage two (stochastic weight averaging).
 
 shadow <- d * shadow + (1 - d) * weights after every optimiser step, with the warm-up
 d = min(decay, (1 + n) / (10 + n)) after n updates (as torch_ema, which MACE uses), so early
@@ -62,3 +63,19 @@ class ExponentialMovingAverage:
         self.num_updates = int(state["num_updates"])
         for shadow, saved in zip(self.shadow, state["shadow"]):
             shadow.copy_(saved)
+
+
+class StochasticWeightAverage(ExponentialMovingAverage):
+    """The equal-weight average of the weights at every update (Izmailov et al.'s SWA, mace-torch's
+    ``--swa`` averaging): shadow <- shadow + (weights - shadow) / (n + 1). The trainer updates it at
+    the end of every stage-two epoch. (torch.optim.swa_utils.AveragedModel computes the same mean
+    on a deep copy of the model; this keeps one copy of the weights, swapped in like the EMA.)"""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, decay=0.0)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        for shadow, p in zip(self.shadow, self._parameters(model)):
+            shadow.lerp_(p.detach(), 1.0 / self.num_updates)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,13 @@ from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
 from equitensor.datasets.store import file_sha256
 from equitensor.serialization import model_record, remove_stale_temporaries, save_model
 from equitensor.train import checkpoint as ckpt
-from equitensor.train.config import RESUME_FIXED_KEYS, RESUME_FIXED_KEYS_COSINE, ConfigError, TrainConfig
+from equitensor.train.config import (
+    RESUME_FIXED_KEYS,
+    RESUME_FIXED_KEYS_COSINE,
+    ConfigError,
+    TrainConfig,
+    stage_two_start,
+)
 from equitensor.train.data import PreparedData, prepare_data
 from equitensor.train.distributed import (
     DistributedContext,
@@ -30,7 +36,7 @@ from equitensor.train.distributed import (
     shard,
     shutdown_distributed,
 )
-from equitensor.train.ema import ExponentialMovingAverage
+from equitensor.train.ema import ExponentialMovingAverage, StochasticWeightAverage
 from equitensor.train.evaluation import Collected, composition_baseline, evaluate
 from equitensor.train.logs import RunLog, TensorBoardLog, write_config, write_history, write_json, write_text
 from equitensor.train.losses import WeightedLoss, batch_counts
@@ -97,6 +103,8 @@ class Trainer:
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = build_scheduler(config, self.optimizer)
         self.ema = ExponentialMovingAverage(self.model, config.ema_decay) if config.ema else None
+        self.stage_two_start = stage_two_start(config) if config.swa else None
+        self.average = StochasticWeightAverage(self.model) if config.swa and config.swa_average else None
 
         sampler = MaxSizeBatchSampler.for_dataset(
             self.data.train_graphs,
@@ -162,6 +170,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         progress = state["progress"]
         self.epoch = progress["epoch"]
         self.step_in_epoch = progress["step_in_epoch"]
@@ -172,6 +182,8 @@ class Trainer:
         self.evals_since_best = progress["evals_since_best"]
         self.history = list(state["history"])
         ckpt.set_rng_state(state["rng"])
+        if self.in_stage_two:  # its loss weights; lr and best model come with the checkpoint
+            self.loss = self._stage_two_loss()
         self.log(
             f"resumed from {path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of that epoch "
             f"({self.global_step} steps done)"
@@ -186,7 +198,40 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _eval_model_context(self):
+        """The weights validated and saved: stage two's average once it has one, else the EMA."""
+        if self.average is not None and self.in_stage_two and self.average.num_updates:
+            return self.average.applied(self.model)
         return self.ema.applied(self.model) if self.ema is not None else nullcontext(self.model)
+
+    # ---------------------------------------------------------------- stage two (swa)
+    @property
+    def in_stage_two(self) -> bool:
+        """Whether the epoch now trained (epochs done: ``self.epoch``) belongs to stage two."""
+        return self.stage_two_start is not None and self.epoch >= self.stage_two_start
+
+    def _stage_two_loss(self) -> WeightedLoss:
+        config = self.config
+        stress = config.stress_weight if config.swa_stress_weight is None else config.swa_stress_weight
+        return replace(
+            self.loss,
+            energy_weight=config.swa_energy_weight,
+            forces_weight=config.swa_forces_weight,
+            stress_weight=stress,
+        )
+
+    def _enter_stage_two(self) -> None:
+        """Loss weights and learning rate of stage two; its best model is selected afresh (its
+        validation loss has other weights)."""
+        self.loss = self._stage_two_loss()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.swa_lr
+        self.best_loss, self.best_epoch, self.evals_since_best = float("inf"), None, 0
+        w = self.loss.weights
+        self.log(
+            f"stage two from epoch {self.epoch + 1}: loss weights energy {w['energy']:g}, forces "
+            f"{w['forces']:g}, stress {w['stress']:g}; lr {self.config.swa_lr:g}, no scheduler"
+            + ("; validating the average of the stage-two weights" if self.average is not None else "")
+        )
 
     def _state(self) -> dict:
         with self._eval_model_context():
@@ -200,6 +245,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
+            "average": None if self.average is None else self.average.state_dict(),
             "progress": {
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
@@ -335,17 +381,28 @@ class Trainer:
             )
         stopped_early = False
         while self.epoch < config.epochs and not stopped_early:
+            if (
+                self.stage_two_start is not None
+                and self.epoch == self.stage_two_start
+                and self.step_in_epoch == 0
+            ):
+                self._enter_stage_two()
             start = time.perf_counter()
             lr = current_lr(self.optimizer)
             train_loss = self._train_epoch()
+            if self.average is not None and self.in_stage_two:
+                self.average.update(self.model)
             row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss}
+            if self.stage_two_start is not None:
+                row["stage"] = 2 if self.in_stage_two else 1
             evaluate_now = (self.epoch + 1) % config.eval_interval == 0 or self.epoch + 1 == config.epochs
             valid_loss = None
             if evaluate_now:
                 summary = self._validate()
                 valid_loss = summary["loss"]
                 row.update({f"valid_{key}": value for key, value in summary.items()})
-            step_scheduler(self.scheduler, valid_loss)
+            if not self.in_stage_two:
+                step_scheduler(self.scheduler, valid_loss)
             self.epoch += 1
             self.step_in_epoch = 0
             self.epoch_loss_sum = 0.0
@@ -359,7 +416,11 @@ class Trainer:
             self.history.append(row)
             self.log(_epoch_line(row, config.epochs, improved))
             if improved:
-                self.save(ckpt.BEST)
+                self.save(
+                    ckpt.BEST_STAGE_TWO
+                    if self.stage_two_start is not None and self.epoch > self.stage_two_start
+                    else ckpt.BEST
+                )
             self.save(ckpt.LAST)
             if self.context.is_main:
                 write_history(self.history, self.run_dir)
@@ -374,6 +435,9 @@ class Trainer:
     def _finish(self) -> TrainResult:
         """Load the best weights, save the model file, and evaluate on every split."""
         best_path = ckpt.checkpoint_dir(self.run_dir) / ckpt.BEST
+        stage_two = ckpt.checkpoint_dir(self.run_dir) / ckpt.BEST_STAGE_TWO
+        if self.stage_two_start is not None and stage_two.is_file():
+            best_path = stage_two  # stage two's own best model
         if best_path.is_file():
             record = ckpt.load_checkpoint(best_path)["model_record"]
             self.model.load_state_dict(record["state_dict"])
