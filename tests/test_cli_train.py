@@ -280,3 +280,17 @@ def test_stage_two_swa_on_the_shipped_data(tmp_path, capsys):
 def test_stage_two_settings_are_checked(tmp_path, data_file, capsys):
     code, _, err = run_cli(["train", str(config_file(tmp_path, data_file, swa=True, swa_start=2))], capsys)
     assert code == 2 and "stage two must start after epoch 0 and before the last (2), got swa_start=2" in err
+
+
+def test_data_loader_workers_give_the_same_training(tmp_path, data_file, capsys):
+    """The batches come from torch's DataLoader: with 2 worker processes (persistent, prefetching)
+    the losses of every epoch are exactly those of num_workers=0."""
+    histories = []
+    for workers in (0, 2):
+        out_dir = tmp_path / f"w{workers}"
+        path = config_file(tmp_path, data_file, epochs=2, num_workers=workers, output_dir=str(out_dir))
+        code, out, _ = run_cli(["train", str(path)], capsys)
+        assert code == 0, out
+        histories.append(json.loads((out_dir / "metrics.json").read_text()))
+    for key in ("train_loss", "valid_loss", "valid_forces_rmse"):
+        assert [row[key] for row in histories[0]] == [row[key] for row in histories[1]], key

@@ -61,7 +61,9 @@ class TrainConfig:
     end of every stage-two epoch.
     Run: ``seed``, ``device`` (auto | cpu | cuda | cuda:N), ``eval_interval`` (epochs),
     ``patience`` (early stopping, in evaluations), ``checkpoint_every_steps`` (0: per epoch only),
-    ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``, ``tensorboard`` (auto: event
+    ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``, ``num_workers`` (processes
+    that read and collate the next batches, torch's DataLoader; 0: in the training process),
+    ``persistent_workers`` (kept between epochs), ``tensorboard`` (auto: event
     files in ``RUN/tensorboard`` when the ``tensorboard`` package is installed, true: required,
     false: none). The resolved configuration is written to ``RUN/config.yaml`` at every start.
     """
@@ -125,6 +127,8 @@ class TrainConfig:
     tensorboard: str | bool = "auto"
     plots: bool = True
     num_threads: int | None = None
+    num_workers: int = 0
+    persistent_workers: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

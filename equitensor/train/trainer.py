@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 
 from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
 from equitensor.datasets.store import file_sha256
@@ -114,6 +115,17 @@ class Trainer:
             seed=config.seed,
         )
         self.batches = ShardedBatches(sampler, context.rank, context.world_size)
+        # the epoch's remaining steps, read and collated by torch's DataLoader (in worker processes
+        # when num_workers > 0, prefetching while the model trains; pinned memory for a GPU)
+        self.steps = EpochSteps()
+        self.loader = DataLoader(
+            self.data.train_graphs,
+            batch_sampler=self.steps,
+            collate_fn=collate_graphs,
+            num_workers=config.num_workers,
+            persistent_workers=config.persistent_workers and config.num_workers > 0,
+            pin_memory=context.device.type == "cuda",
+        )
         self.epoch = 0  # epochs completed
         self.step_in_epoch = 0  # optimiser steps done in the current epoch
         self.global_step = 0
@@ -270,15 +282,14 @@ class Trainer:
             ckpt.save_checkpoint(ckpt.checkpoint_dir(self.run_dir) / name, self._state())
 
     # ---------------------------------------------------------------- one epoch
-    def _step(self, global_indices: list[int], local_indices: list[int]) -> float:
-        """One optimiser step on a global batch; returns the global batch loss."""
-        dataset = self.data.train_graphs
-        counts = batch_counts(dataset.num_atoms[global_indices])
-        # a rank without structures in this batch computes a zero-weighted copy of one, so it
-        # still takes part in DDP's gradient all-reduce
+    def _step(self, global_indices: list[int], local_indices: list[int], batch) -> float:
+        """One optimiser step on a global batch (``batch``: this rank's part, collated); returns
+        the global batch loss."""
+        counts = batch_counts(self.data.train_graphs.num_atoms[global_indices])
+        # a rank without structures in this batch computes a zero-weighted copy of one (see
+        # EpochSteps), so it still takes part in DDP's gradient all-reduce
         weight = 1.0 if local_indices else 0.0
-        items = local_indices or global_indices[:1]
-        batch = collate_graphs([dataset[k] for k in items]).to(self.context.device)
+        batch = batch.to(self.context.device)
         predictions = self.train_model(
             batch.graph, compute_forces=True, compute_stress=self.loss.needs_stress, training=True
         )
@@ -326,6 +337,8 @@ class Trainer:
         """The rest of the current epoch; returns its mean training loss."""
         self.batches.set_epoch(self.epoch)
         batches = list(self.batches)
+        self.steps.batches = [local or global_[:1] for global_, local in batches[self.step_in_epoch :]]
+        collated = iter(self.loader)
         show = self.context.is_main and self.config.progress != "false"
         bar = _progress_bar(
             len(batches),
@@ -336,7 +349,7 @@ class Trainer:
         )
         every = self.config.checkpoint_every_steps
         for step in range(self.step_in_epoch, len(batches)):
-            loss = self._step(*batches[step])
+            loss = self._step(*batches[step], next(collated))
             self.epoch_loss_sum += loss
             self.step_in_epoch = step + 1
             self.global_step += 1
@@ -516,6 +529,21 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+class EpochSteps:
+    """The DataLoader's batch sampler: this rank's structure indices of each remaining step of the
+    epoch (set by the trainer before each epoch; a rank with none gets the step's first structure,
+    weighted 0). The object stays, so persistent workers serve every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _progress_bar(total: int, initial: int, description: str, show: bool, auto: bool):
