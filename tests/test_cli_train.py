@@ -294,3 +294,29 @@ def test_data_loader_workers_give_the_same_training(tmp_path, data_file, capsys)
         histories.append(json.loads((out_dir / "metrics.json").read_text()))
     for key in ("train_loss", "valid_loss", "valid_forces_rmse"):
         assert [row[key] for row in histories[0]] == [row[key] for row in histories[1]], key
+
+
+def test_fits_virials_when_the_file_has_them(tmp_path, data_file, capsys):
+    """virials_weight fits the virials of a file that has virials and no stress (mace-torch's
+    per-atom virials loss); asking for them without any in the data is a named error."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    frames = []
+    for atoms in emt_frames(8, seed=2):
+        if atoms.pbc.all():
+            stress = voigt_6_to_full_3x3_stress(atoms.get_stress())
+            atoms.info["virials"] = -stress * atoms.get_volume()
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
+        )
+        frames.append(atoms)
+    virials_file = write_frames(tmp_path / "virials.xyz", frames)
+    path = config_file(tmp_path, virials_file, epochs=1, stress_weight=0.0, virials_weight=1.0)
+    code, out, err = run_cli(["train", str(path)], capsys)
+    assert code == 0, out + err
+    row = json.loads((tmp_path / "run" / "metrics.json").read_text())[0]
+    assert np.isfinite(row["valid_virials_rmse"]) and row["valid_virials_count"] > 0
+    path = config_file(tmp_path, data_file, epochs=1, virials_weight=1.0, output_dir=str(tmp_path / "none"))
+    code, _, err = run_cli(["train", str(path)], capsys)
+    assert code == 2 and "virials_weight = 1.0 but no training structure has virials" in err

@@ -49,7 +49,8 @@ class TrainConfig:
     {Z or symbol: eV} dict), ``scaling`` (rms_forces: scale = RMS force component, MACE's default),
     ``shift`` (zero, MACE's default: a MACE model then gives isolated atoms exactly their E0; or
     mean: the mean training energy per atom above the E0s, as ScaleShiftMACE with a shift).
-    Loss: ``loss`` (mse | huber), ``huber_delta``, ``{energy,forces,stress}_weight`` (energy per atom).
+    Loss: ``loss`` (mse | huber), ``huber_delta``, ``{energy,forces,stress,virials}_weight`` (energy and
+    virials per atom, as mace-torch; virials from the ``virials_key`` / ``virial`` labels).
     Optimisation: ``epochs``, ``batch_size``, ``max_atoms_per_batch``, ``optimizer`` (adam | adamw,
     ``amsgrad``), ``lr``, ``weight_decay``, ``scheduler`` (plateau | cosine | none), ``lr_factor``,
     ``scheduler_patience``, ``warmup_epochs``, ``min_lr``, ``ema``/``ema_decay``, ``clip_grad``.
@@ -91,6 +92,7 @@ class TrainConfig:
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     stress_weight: float = 0.0
+    virials_weight: float = 0.0
 
     epochs: int = 100
     batch_size: int = 10
@@ -292,6 +294,7 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
         "energy_weight",
         "forces_weight",
         "stress_weight",
+        "virials_weight",
         "weight_decay",
         "warmup_epochs",
         "min_lr",
@@ -301,9 +304,10 @@ def check_config(config: TrainConfig, where: str = "config") -> None:
     for key in non_negative:
         if getattr(config, key) < 0:
             raise ConfigError(f"{where}: {key} must be >= 0, got {getattr(config, key)!r}")
-    if config.energy_weight == config.forces_weight == config.stress_weight == 0:
+    if config.energy_weight == config.forces_weight == config.stress_weight == config.virials_weight == 0:
         raise ConfigError(
-            f"{where}: energy_weight, forces_weight and stress_weight are all 0: nothing to fit"
+            f"{where}: energy_weight, forces_weight, stress_weight and virials_weight are all 0: "
+            "nothing to fit"
         )
     if not 0 <= config.valid_fraction < 1:
         raise ConfigError(f"{where}: valid_fraction must be in [0, 1), got {config.valid_fraction}")

@@ -352,6 +352,15 @@ def prepare_data(config: TrainConfig, dtype: torch.dtype) -> PreparedData:
         )
     if config.stress_weight == 0 and has_stress:
         notes.append("the data have stresses but stress_weight = 0: stress is reported, not fitted")
+    has_virials = any(s.virials is not None and s.label_weights["virials"] > 0 for s in train + valid + test)
+    if config.virials_weight > 0 and not any(s.virials is not None for s in train):
+        raise DatasetError(
+            f"virials_weight = {config.virials_weight} but no training structure has virials "
+            f"(key {config.virials_key or 'virials or REF_virials'}); set virials_weight=0 or add virials"
+        )
+    if config.virials_weight == 0 and has_virials:
+        notes.append("the data have virials but virials_weight = 0: virials are reported, not fitted")
+    has_stress = has_stress or has_virials  # the model computes both by the same derivative
     return PreparedData(
         train=train,
         valid=valid,

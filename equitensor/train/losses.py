@@ -19,14 +19,19 @@ import torch
 from equitensor.datasets import Labels
 from equitensor.graph import AtomicGraph
 
-TERMS = ("energy", "forces", "stress")
+TERMS = ("energy", "forces", "stress", "virials")
 
 
 def batch_counts(num_atoms_per_structure: torch.Tensor | list[int]) -> dict[str, float]:
     """Denominators of the three terms for a batch with these structure sizes."""
     sizes = torch.as_tensor(num_atoms_per_structure)
     structures = float(len(sizes))
-    return {"energy": structures, "forces": 3.0 * float(sizes.sum()), "stress": 9.0 * structures}
+    return {
+        "energy": structures,
+        "forces": 3.0 * float(sizes.sum()),
+        "stress": 9.0 * structures,
+        "virials": 9.0 * structures,
+    }
 
 
 def num_atoms_per_structure(graph: AtomicGraph) -> torch.Tensor:
@@ -35,13 +40,14 @@ def num_atoms_per_structure(graph: AtomicGraph) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class WeightedLoss:
-    """Weighted MSE or Huber loss of energy per atom, forces and stress."""
+    """Weighted MSE or Huber loss of energy per atom, forces, stress and virials per atom."""
 
     energy_weight: float = 1.0
     forces_weight: float = 100.0
     stress_weight: float = 0.0
     kind: str = "mse"
     huber_delta: float = 0.01
+    virials_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("mse", "huber"):
@@ -49,11 +55,17 @@ class WeightedLoss:
 
     @property
     def weights(self) -> dict[str, float]:
-        return {"energy": self.energy_weight, "forces": self.forces_weight, "stress": self.stress_weight}
+        return {
+            "energy": self.energy_weight,
+            "forces": self.forces_weight,
+            "stress": self.stress_weight,
+            "virials": self.virials_weight,
+        }
 
     @property
     def needs_stress(self) -> bool:
-        return self.stress_weight > 0
+        """Whether the model must compute stress and virial (their derivative by strain)."""
+        return self.stress_weight > 0 or self.virials_weight > 0
 
     def _elementwise(self, error: torch.Tensor) -> torch.Tensor:
         if self.kind == "mse":
@@ -80,6 +92,10 @@ class WeightedLoss:
             coefficient = labels.weight * labels.stress_weight
             error = predictions["stress"] - labels.stress
             out["stress"] = (coefficient[:, None, None] * self._elementwise(error)).sum()
+        if self.virials_weight > 0:  # per atom, as mace-torch
+            coefficient = labels.weight * labels.virials_weight
+            error = (predictions["virial"] - labels.virials) / sizes[:, None, None]
+            out["virials"] = (coefficient[:, None, None] * self._elementwise(error)).sum()
         return out
 
     def combine(self, sums: dict[str, torch.Tensor], counts: dict[str, float]) -> torch.Tensor:

@@ -15,8 +15,8 @@ from equitensor.datasets import Labels
 from equitensor.graph import AtomicGraph
 from equitensor.train.losses import TERMS, WeightedLoss, batch_counts, num_atoms_per_structure
 
-QUANTITIES = ("energy", "forces", "stress")
-UNITS = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å^3"}
+QUANTITIES = ("energy", "forces", "stress", "virials")
+UNITS = {"energy": "meV/atom", "forces": "meV/Å", "stress": "meV/Å^3", "virials": "meV/atom"}
 
 
 class ErrorAccumulator:
@@ -29,7 +29,7 @@ class ErrorAccumulator:
     def __init__(self, loss: WeightedLoss | None = None) -> None:
         self.loss = loss
         # rows: energy, forces, stress; columns: sum |e|, sum e^2, count
-        self.errors = torch.zeros(3, 3, dtype=torch.float64)
+        self.errors = torch.zeros(len(QUANTITIES), 3, dtype=torch.float64)
         # rows: loss terms; columns: weighted sum, count
         self.loss_sums = torch.zeros(len(TERMS), 2, dtype=torch.float64)
 
@@ -48,6 +48,11 @@ class ErrorAccumulator:
             }
             if "stress" in predictions:
                 errors["stress"] = _masked(predictions["stress"] - labels.stress, labels.stress_weight > 0)
+            if "virial" in predictions:
+                per_atom = (predictions["virial"] - labels.virials) / sizes.to(labels.virials.dtype)[
+                    :, None, None
+                ]
+                errors["virials"] = _masked(per_atom, labels.virials_weight > 0)
             for row, quantity in enumerate(QUANTITIES):
                 if quantity in errors:
                     e = errors[quantity].detach().to("cpu", torch.float64)
@@ -67,8 +72,9 @@ class ErrorAccumulator:
         packed = torch.cat([self.errors.flatten(), self.loss_sums.flatten()])
         device = context.device if context.device.type == "cuda" else "cpu"
         packed = context.all_reduce_sum(packed.to(device)).to("cpu")
-        self.errors = packed[:9].reshape(3, 3)
-        self.loss_sums = packed[9:].reshape(len(TERMS), 2)
+        size = self.errors.numel()
+        self.errors = packed[:size].reshape(len(QUANTITIES), 3)
+        self.loss_sums = packed[size:].reshape(len(TERMS), 2)
         return self
 
     def summary(self) -> dict[str, float]:

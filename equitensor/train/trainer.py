@@ -98,7 +98,12 @@ class Trainer:
             f"model: {type(self.model).__name__} with {num_parameters} parameters, config {self.model.config}"
         )
         self.loss = WeightedLoss(
-            config.energy_weight, config.forces_weight, config.stress_weight, config.loss, config.huber_delta
+            config.energy_weight,
+            config.forces_weight,
+            config.stress_weight,
+            config.loss,
+            config.huber_delta,
+            virials_weight=config.virials_weight,
         )
         self.compute_stress_in_eval = self.loss.needs_stress or self.data.has_stress
         self.optimizer = build_optimizer(config, self.model)
