@@ -320,3 +320,49 @@ def test_fits_virials_when_the_file_has_them(tmp_path, data_file, capsys):
     path = config_file(tmp_path, data_file, epochs=1, virials_weight=1.0, output_dir=str(tmp_path / "none"))
     code, _, err = run_cli(["train", str(path)], capsys)
     assert code == 2 and "virials_weight = 1.0 but no training structure has virials" in err
+
+
+def test_fine_tuning_init_from_and_freeze(tmp_path, data_file, capsys):
+    """init_from starts a new run (own folder, new optimiser) from a trained model's weights;
+    frozen parameters keep their values, the others train; what cannot be done is refused."""
+    code, out, _ = run_cli(["train", str(config_file(tmp_path, data_file, epochs=1))], capsys)
+    assert code == 0, out
+    source_path = tmp_path / "run" / "tiny.model"
+    source = load_model(source_path)
+    new_data = write_frames(tmp_path / "new.xyz", emt_frames(6, seed=11))
+    path = config_file(
+        tmp_path,
+        new_data,
+        epochs=1,
+        init_from=str(source_path),
+        freeze=["embedding.*"],
+        output_dir=str(tmp_path / "ft"),
+    )
+    code, out, _ = run_cli(["train", str(path)], capsys)
+    assert code == 0, out
+    assert "its architecture, weights, E0s, scale and shift are kept" in out and "weights frozen" in out
+    tuned = load_model(tmp_path / "ft" / "tiny.model")
+    before, after = source.state_dict(), tuned.state_dict()
+    frozen = [name for name in before if name.startswith("embedding.")]
+    assert frozen and all(torch.equal(before[name], after[name]) for name in frozen)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("layers."))
+    assert torch.equal(before["atomic_energies"], after["atomic_energies"])
+    for overrides, message in [
+        ({"freeze": ["nothing.*"]}, "freeze pattern 'nothing.*' matches no parameter"),
+        ({"r_max": 2.5}, "has cutoff 3.0 Å but r_max = 2.5"),
+        ({"model": "mace"}, "is a TensorNet, but model: mace"),
+    ]:
+        bad = config_file(
+            tmp_path,
+            new_data,
+            epochs=1,
+            init_from=str(source_path),
+            output_dir=str(tmp_path / "x"),
+            **overrides,
+        )
+        code, _, err = run_cli(["train", str(bad)], capsys)
+        assert code == 2 and message in err, err
+    silver = write_frames(tmp_path / "ag.xyz", emt_frames(3, seed=1, elements=("Cu", "Ag")))
+    bad = config_file(tmp_path, silver, epochs=1, init_from=str(source_path), output_dir=str(tmp_path / "y"))
+    code, _, err = run_cli(["train", str(bad)], capsys)
+    assert code == 2 and "growing a model's element set is not supported yet" in err

@@ -71,6 +71,8 @@ class TrainConfig:
 
     model: str = "mace"
     model_kwargs: dict = field(default_factory=dict)
+    init_from: str | None = None
+    freeze: list | None = None
     backend: str | None = None
     r_max: float = 5.0
     dtype: str = "float64"
@@ -148,6 +150,8 @@ class TrainConfig:
 RESUME_FIXED_KEYS = (
     "model",
     "model_kwargs",
+    "init_from",
+    "freeze",
     "backend",
     "r_max",
     "dtype",
@@ -208,6 +212,7 @@ _ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "str": (str,),
     "dict": (dict,),
+    "list": (list,),
     "None": (type(None),),
     "Any": (object,),
 }

@@ -42,7 +42,7 @@ from equitensor.train.evaluation import Collected, composition_baseline, evaluat
 from equitensor.train.logs import RunLog, TensorBoardLog, write_config, write_history, write_json, write_text
 from equitensor.train.losses import WeightedLoss, batch_counts
 from equitensor.train.metrics import format_table
-from equitensor.train.model_factory import DTYPES, build_model
+from equitensor.train.model_factory import DTYPES, initial_model
 from equitensor.train.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 
 
@@ -85,14 +85,17 @@ class Trainer:
             f"{len(self.data.test)} test structures; elements {self.data.atomic_numbers} "
             f"(read and graphs built in {time.perf_counter() - start:.1f} s)"
         )
-        self.model = build_model(
+        self.model, notes = initial_model(
             config,
             self.data.atomic_numbers,
             self.data.e0s,
             self.data.avg_num_neighbors,
             self.data.scale,
             self.data.shift,
-        ).to(context.device)
+        )
+        self.model = self.model.to(context.device)
+        for note in notes:
+            self.log(note)
         num_parameters = sum(p.numel() for p in self.model.parameters())
         self.log(
             f"model: {type(self.model).__name__} with {num_parameters} parameters, config {self.model.config}"
