@@ -9,6 +9,7 @@ import sys
 from equitensor import md, relax
 from equitensor.bench import cli as bench_cli
 from equitensor.datasets import cli as data_cli
+from equitensor.interop import convert_command
 from equitensor.train import eval_command, train_command
 
 
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_command.add_parser(commands)
     bench_cli.add_bench_parser(commands)
     data_cli.add_parser(commands)
+    convert_command.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_reporting_errors(eval_command.run, args)
     if args.command == "data":
         return run_reporting_errors(data_cli.run, args)
+    if args.command == "convert":
+        return run_reporting_errors(convert_command.run, args)
     return 2
 
 

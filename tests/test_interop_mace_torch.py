@@ -93,3 +93,59 @@ def test_mismatched_architectures_are_refused():
     gaunt = MACE([1, 8], r_max=3.0, max_ell=1, num_channels=2, product_backend="gaunt")
     with pytest.raises(ValueError, match="product_backend"):
         bridge.mace_torch_model(gaunt)
+
+
+def test_convert_a_trained_mace_torch_model_then_fine_tune_it(tmp_path, capsys):
+    """A tiny mace-torch ScaleShiftMACE, trained here for a few Adam steps on EMT forces, saved as
+    mace-torch saves models, converted by ``equitensor convert --from mace-torch``: same energies
+    and forces (1e-10, float64) on a cell and a molecule; then fine-tuned for one epoch."""
+    pytest.importorskip("mace.modules.models")
+    import yaml
+    from ase.build import molecule
+    from train_helpers import emt_frames, tiny_config, write_frames
+
+    from equitensor import load_model
+    from equitensor.cli import main
+
+    torch.manual_seed(0)
+    template = MACE([28, 29], r_max=3.0, num_channels=4, max_L=1, max_ell=2, correlation=2, radial_MLP=[8])
+    theirs = bridge.mace_torch_model(template)
+    frames = emt_frames(6, seed=5, isolated=False)
+    optimizer = torch.optim.Adam(theirs.parameters(), lr=1e-2)
+    for atoms in frames[:4]:  # a few training steps of mace-torch itself
+        graph = graph_from_atoms(atoms, 3.0, torch.float64)
+        out = theirs(bridge.mace_torch_inputs(template, graph), training=True, compute_force=True)
+        target = torch.tensor(atoms.get_forces(), dtype=torch.float64)
+        loss = (out["forces"] - target).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    source = tmp_path / "mace_torch.model"
+    torch.save(theirs, source)
+    converted = tmp_path / "converted.model"
+    assert main(["convert", "--from", "mace-torch", str(source), str(converted)]) == 0
+    ours = load_model(converted).double()
+    mol = molecule("CH4")
+    mol.numbers[:] = [29, 28, 28, 28, 28]
+    for graph in (small_cell(), graph_from_atoms(mol, 3.0, torch.float64)):
+        expected = theirs(bridge.mace_torch_inputs(ours, graph), training=False, compute_force=True)
+        got = ours(graph)
+        torch.testing.assert_close(got["energy"], expected["energy"].detach(), rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got["forces"], expected["forces"].detach(), rtol=1e-10, atol=1e-10)
+
+    data = write_frames(tmp_path / "new.xyz", frames)
+    config = tiny_config(tmp_path, data, model="mace", epochs=1, init_from=str(converted), model_kwargs={})
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "tiny.model").is_file()
+
+
+def test_convert_refuses_what_does_not_map(tmp_path):
+    models = pytest.importorskip("mace.modules.models")
+    torch.manual_seed(0)
+    template = MACE([28, 29], r_max=3.0, num_channels=4, max_L=1, max_ell=2, correlation=2, radial_MLP=[8])
+    theirs = bridge.mace_torch_model(template)
+    theirs.__class__ = models.MACE  # the same modules, but not a ScaleShiftMACE
+    with pytest.raises(ValueError, match="model class MACE"):
+        bridge.mace_from_mace_torch(theirs)

@@ -33,6 +33,7 @@ from equitensor.nn.symmetric_contraction import SymmetricContraction
 
 __all__ = [
     "ParameterMatch",
+    "mace_from_mace_torch",
     "features_from_mace_torch",
     "features_to_mace_torch",
     "gradients_as_ours",
@@ -344,3 +345,77 @@ def mace_torch_inputs(ours: nn.Module, graph) -> dict[str, torch.Tensor]:
         "shifts": shifts,
         "head": torch.zeros(graph.num_graphs, dtype=torch.long, device=graph.positions.device),
     }
+
+
+def _mace_torch_config(theirs: nn.Module) -> dict:
+    """Our MACE's constructor arguments read off a mace-torch ``ScaleShiftMACE``; ValueError for
+    what does not map (another model or interaction class, several heads)."""
+    problems = []
+    if type(theirs).__name__ != "ScaleShiftMACE":
+        problems.append(f"model class {type(theirs).__name__} (only ScaleShiftMACE maps)")
+    heads = list(getattr(theirs, "heads", ["Default"]) or ["Default"])
+    if len(heads) > 1:
+        problems.append(f"{len(heads)} heads {heads} (multi-head models do not map)")
+    kinds = [type(block).__name__ for block in theirs.interactions]
+    expected = ["RealAgnosticInteractionBlock"] + ["RealAgnosticResidualInteractionBlock"] * (len(kinds) - 1)
+    if kinds != expected:
+        problems.append(f"interaction blocks {kinds} (only {expected} map)")
+    if problems:
+        raise ValueError("this mace-torch model does not map to equitensor's MACE: " + "; ".join(problems))
+    radial = [m for m in theirs.interactions[0].conv_tp_weights.modules()][0]
+    sizes = list(radial.hs)
+    readout = theirs.readouts[-1]
+    mlp = str(readout.linear_1.irreps_out) if hasattr(readout, "linear_1") else "16x0e"
+    return {
+        "atomic_numbers": [int(z) for z in theirs.atomic_numbers.tolist()],
+        "r_max": float(theirs.r_max),
+        "num_bessel": int(theirs.radial_embedding.bessel_fn.bessel_weights.shape[0]),
+        "num_polynomial_cutoff": int(theirs.radial_embedding.cutoff_fn.p),
+        "max_ell": max(ir.l for _, ir in theirs.spherical_harmonics.irreps_out),
+        "hidden_irreps": str(theirs.products[0].linear.irreps_out),
+        "num_interactions": int(theirs.num_interactions),
+        "correlation": [int(p.symmetric_contractions.contractions[0].correlation) for p in theirs.products],
+        "radial_MLP": [int(h) for h in sizes[1:-1]],
+        "MLP_irreps": mlp,
+        "avg_num_neighbors": float(theirs.interactions[0].avg_num_neighbors),
+        "atomic_energies": [float(e) for e in theirs.atomic_energies_fn.atomic_energies.reshape(-1).tolist()],
+        "scale": float(theirs.scale_shift.scale.reshape(-1)[0]),
+        "shift": float(theirs.scale_shift.shift.reshape(-1)[0]),
+    }
+
+
+def mace_from_mace_torch(theirs: nn.Module, check_tolerance: float = 1e-8) -> nn.Module:
+    """Our MACE computing what mace-torch's ``ScaleShiftMACE`` ``theirs`` computes (float64), its
+    weights copied in, then checked: energies and forces of a random periodic structure of its
+    elements must agree within ``check_tolerance`` (relative), else ValueError (e.g. reduced CG
+    coefficients, another non-linearity). Needs ``mace-torch``."""
+    from ase import Atoms
+
+    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.models import MACE
+
+    config = _mace_torch_config(theirs)
+    theirs = theirs.to(torch.float64)
+    ours = MACE(**config).double()
+    try:
+        load_mace_torch_weights(ours, theirs)
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ValueError(
+            f"mace-torch weights do not map onto our MACE ({error}); reduced CG coefficients?"
+        ) from None
+    rng = np.random.default_rng(0)
+    numbers = [config["atomic_numbers"][k % len(config["atomic_numbers"])] for k in range(8)]
+    atoms = Atoms(numbers=numbers, positions=rng.uniform(0, 5.0, (8, 3)), cell=np.eye(3) * 5.0, pbc=True)
+    graph = graph_from_atoms(atoms, config["r_max"], torch.float64)
+    out = ours(graph)
+    reference = theirs(mace_torch_inputs(ours, graph), training=False, compute_force=True)
+    for key in ("energy", "forces"):
+        difference = float((out[key] - reference[key].detach()).abs().max())
+        scale = float(reference[key].abs().max()) or 1.0
+        if difference > check_tolerance * scale:
+            raise ValueError(
+                f"the converted model differs from the mace-torch model in {key} by {difference:.3g} "
+                f"(relative {difference / scale:.2e} > {check_tolerance:g}): it does not map (reduced CG "
+                "coefficients or another non-linearity?)"
+            )
+    return ours
