@@ -344,23 +344,22 @@ def prepare_data(config: TrainConfig, dtype: torch.dtype) -> PreparedData:
             shift, origin = mean_interaction_energy(train, e0s), "training split"
         notes.append(f"shift = mean training energy per atom above the E0s = {shift:.4f} eV/atom ({origin})")
     notes.append(f"avg_num_neighbors = {avg_num_neighbors:.3f} (training graphs, r_max = {config.r_max} Å)")
-    has_stress = any(s.stress is not None and s.label_weights["stress"] > 0 for s in train + valid + test)
-    if config.stress_weight > 0 and not any(s.stress is not None for s in train):
-        raise DatasetError(
-            f"stress_weight = {config.stress_weight} but no training structure has a stress "
-            f"(key {config.stress_key or 'stress or REF_stress'}); set stress_weight=0 or add stresses"
+    # stress and virials: both are the strain derivative, computed when either is present
+    has_stress = False
+    for label, what in (("stress", "a stress"), ("virials", "virials")):
+        weight = getattr(config, f"{label}_weight")
+        present = any(
+            getattr(s, label) is not None and s.label_weights[label] > 0 for s in train + valid + test
         )
-    if config.stress_weight == 0 and has_stress:
-        notes.append("the data have stresses but stress_weight = 0: stress is reported, not fitted")
-    has_virials = any(s.virials is not None and s.label_weights["virials"] > 0 for s in train + valid + test)
-    if config.virials_weight > 0 and not any(s.virials is not None for s in train):
-        raise DatasetError(
-            f"virials_weight = {config.virials_weight} but no training structure has virials "
-            f"(key {config.virials_key or 'virials or REF_virials'}); set virials_weight=0 or add virials"
-        )
-    if config.virials_weight == 0 and has_virials:
-        notes.append("the data have virials but virials_weight = 0: virials are reported, not fitted")
-    has_stress = has_stress or has_virials  # the model computes both by the same derivative
+        if weight > 0 and not any(getattr(s, label) is not None for s in train):
+            key = getattr(config, f"{label}_key") or f"{label} or REF_{label}"
+            raise DatasetError(
+                f"{label}_weight = {weight} but no training structure has {what} (key {key}); "
+                f"set {label}_weight=0 or add them"
+            )
+        if weight == 0 and present:
+            notes.append(f"the data have {label} but {label}_weight = 0: reported, not fitted")
+        has_stress = has_stress or present
     return PreparedData(
         train=train,
         valid=valid,
