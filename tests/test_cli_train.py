@@ -363,6 +363,46 @@ def test_fine_tuning_init_from_and_freeze(tmp_path, data_file, capsys):
         code, _, err = run_cli(["train", str(bad)], capsys)
         assert code == 2 and message in err, err
     silver = write_frames(tmp_path / "ag.xyz", emt_frames(3, seed=1, elements=("Cu", "Ag")))
-    bad = config_file(tmp_path, silver, epochs=1, init_from=str(source_path), output_dir=str(tmp_path / "y"))
-    code, _, err = run_cli(["train", str(bad)], capsys)
-    assert code == 2 and "growing a model's element set is not supported yet" in err
+    grow = config_file(tmp_path, silver, epochs=1, init_from=str(source_path), output_dir=str(tmp_path / "y"))
+    code, out, _ = run_cli(["train", str(grow)], capsys)
+    assert code == 0 and "new elements [47]: fresh weights in" in out
+    assert load_model(tmp_path / "y" / "tiny.model").elements == [28, 29, 47]
+
+
+@pytest.mark.parametrize("kind", ["mace", "tensornet"])
+def test_growing_the_element_set_keeps_the_old_elements(kind):
+    """grow_elements: the bigger model gives the old model's energies and forces on structures of
+    the old elements (every old weight kept, rescaled where a layer normalises by the element
+    count) and runs on the new element."""
+    from ase.build import bulk, molecule
+
+    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.models import MACE, TensorNet
+    from equitensor.train.model_factory import grow_elements
+
+    torch.manual_seed(0)
+    if kind == "mace":
+        old = MACE([28, 29], r_max=3.0, num_channels=4, max_L=1, max_ell=2, correlation=3, radial_MLP=[8],
+                   atomic_energies=[-1.0, -2.0]).double()  # fmt: skip
+    else:
+        old = TensorNet(hidden_channels=4, num_layers=2, num_rbf=4, cutoff=3.0, atomic_numbers=[28, 29],
+                        atomic_energies=[-1.0, -2.0], dtype="float64")  # fmt: skip
+    with torch.no_grad():
+        for p in old.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    config = {**old.config, "atomic_numbers": [28, 29, 47], "atomic_energies": [-1.0, -2.0, -3.0]}
+    new = type(old)(**config).double()
+    grown = grow_elements(old, new)
+    assert grown  # the element-dependent parameters were found
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cell.numbers[::2] = 28
+    cell.rattle(0.05, seed=3)
+    mol = molecule("CH4")
+    mol.numbers[:] = [29, 28, 28, 28, 28]
+    for atoms in (cell, mol):
+        graph = graph_from_atoms(atoms, 3.0, torch.float64)
+        expected, got = old(graph), new(graph)
+        torch.testing.assert_close(got["energy"], expected["energy"], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got["forces"], expected["forces"], rtol=1e-10, atol=1e-10)
+    cell.numbers[0] = 47
+    assert torch.isfinite(new(graph_from_atoms(cell, 3.0, torch.float64))["energy"]).all()

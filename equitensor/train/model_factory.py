@@ -84,10 +84,10 @@ def initial_model(config: TrainConfig, atomic_numbers: list[int], *statistics) -
 
     Without ``init_from``: :func:`build_model` (``statistics``: e0s, avg_num_neighbors, scale,
     shift). With it: the trained model file, whole (architecture, weights, E0s, scale and shift,
-    MACE's avg_num_neighbors are kept; ``model_kwargs`` are not used), in ``config.dtype``; the data
-    may hold only elements it knows (a larger element set is refused: not supported yet), and
-    ``r_max`` must be its cutoff. ``freeze``: parameters whose names match any of these fnmatch
-    patterns are not trained (each pattern must match one).
+    MACE's avg_num_neighbors are kept; ``model_kwargs`` are not used), in ``config.dtype``; elements
+    of the data it does not know are added (:func:`grow_elements`), and ``r_max`` must be its cutoff.
+    ``freeze``: parameters whose names match any of these fnmatch patterns are not trained (each
+    pattern must match one).
     """
     notes = []
     if config.init_from is None:
@@ -101,12 +101,6 @@ def initial_model(config: TrainConfig, atomic_numbers: list[int], *statistics) -
             raise ConfigError(
                 f"init_from {config.init_from} is a {type(model).__name__}, but model: {config.model}"
             )
-        unknown = sorted(set(atomic_numbers) - set(model_elements(model)))
-        if unknown:
-            raise ConfigError(
-                f"init_from {config.init_from} knows elements {model_elements(model)}, the data also have "
-                f"{unknown}: growing a model's element set is not supported yet"
-            )
         if abs(float(model.r_max) - config.r_max) > 1e-12:
             raise ConfigError(
                 f"init_from {config.init_from} has cutoff {model.r_max} Å but r_max = {config.r_max}: "
@@ -117,6 +111,27 @@ def initial_model(config: TrainConfig, atomic_numbers: list[int], *statistics) -
             f"init_from {config.init_from}: its architecture, weights, E0s, scale and shift are kept "
             "(model_kwargs and the data's E0s/scale are not used)"
         )
+        known = model_elements(model)
+        extra = [z for z in atomic_numbers if z not in known]
+        if extra:
+            e0s = statistics[0]
+            if config.model == "tensornet" and model.config["atomic_numbers"] is None:
+                raise ConfigError(
+                    f"init_from {config.init_from} covers Z < max_z; the data have {extra} beyond it"
+                )
+            grown_config = dict(model.config)
+            grown_config["atomic_numbers"] = known + extra
+            grown_config["atomic_energies"] = list(model.config["atomic_energies"] or [0.0] * len(known)) + [
+                e0s[z] for z in extra
+            ]
+            bigger = type(model)(**grown_config).to(DTYPES[config.dtype])
+            grown = grow_elements(model, bigger)
+            model = bigger
+            notes.append(
+                f"new elements {extra}: fresh weights in {', '.join(grown)}, E0s from the data; every weight "
+                "of the old elements kept (rescaled where a layer normalises by the element count), so "
+                "their energies are unchanged"
+            )
     for pattern in config.freeze or []:
         matched = [name for name, _ in model.named_parameters() if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
@@ -133,3 +148,65 @@ def initial_model(config: TrainConfig, atomic_numbers: list[int], *statistics) -
             f"freeze {config.freeze}: {frozen} of {sum(p.numel() for p in model.parameters())} weights frozen"
         )
     return model, notes
+
+
+def _element_rows(old: torch.Tensor, new: torch.Tensor, count: int, axis: int, factor: float = 1.0) -> None:
+    """new[..., :count, ...] (along ``axis``) = old * factor: the old elements' weights."""
+    new.narrow(axis, 0, count).copy_(old * factor)
+
+
+def grow_elements(old: nn.Module, new: nn.Module) -> list[str]:
+    """Copy a trained model ``old`` into ``new``, the same architecture built with more elements
+    (``old``'s elements first, in their order). Every weight of the old elements is kept, scaled
+    where a layer normalises by the number of elements (the skip tensor products' and the node
+    embedding's fan-in), so the old elements' energies are unchanged; the new elements keep
+    ``new``'s fresh initial weights. Returns the names of the element-dependent parameters.
+    """
+    from equitensor.nn import Linear, SymmetricContraction
+    from equitensor.tp import TensorProduct
+
+    count = len(model_elements(old))
+    old_modules = dict(old.named_modules())
+    grown = set()
+    with torch.no_grad():
+        for name, module in new.named_modules():
+            previous = old_modules.get(name)
+            prefix = f"{name}." if name else ""
+            if isinstance(module, Linear) and module.irreps_in != previous.irreps_in:  # the node embedding
+                offset_new = offset_old = 0
+                for shape_new, shape_old, c_new, c_old in zip(
+                    module.path_shapes,
+                    previous.path_shapes,
+                    module.path_coefficients,
+                    previous.path_coefficients,
+                ):
+                    size_new, size_old = shape_new[0] * shape_new[1], shape_old[0] * shape_old[1]
+                    view_new = module.weight[offset_new : offset_new + size_new].view(shape_new)
+                    view_old = previous.weight[offset_old : offset_old + size_old].view(shape_old)
+                    _element_rows(view_old, view_new, count, 0, c_old / c_new)
+                    offset_new, offset_old = offset_new + size_new, offset_old + size_old
+                grown.add(prefix + "weight")
+            elif isinstance(module, TensorProduct) and module.spec.irreps_in2 != previous.spec.irreps_in2:
+                for (ins, view_new), (ins_old, view_old) in zip(
+                    module.weight_views(), previous.weight_views()
+                ):
+                    _element_rows(view_old, view_new, count, 1, ins_old.coefficient / ins.coefficient)
+                grown.add(prefix + "weight")
+            elif isinstance(module, SymmetricContraction) and module.num_elements != previous.num_elements:
+                for pname, parameter in module.named_parameters():
+                    _element_rows(dict(previous.named_parameters())[pname], parameter, count, 0)
+                    grown.add(prefix + pname)
+            elif isinstance(module, nn.Embedding) and module.num_embeddings != previous.num_embeddings:
+                _element_rows(previous.weight, module.weight, count, 0)
+                grown.add(prefix + "weight")
+        old_parameters = dict(old.named_parameters())
+        for pname, parameter in new.named_parameters():
+            if pname in grown:
+                continue
+            if parameter.shape != old_parameters[pname].shape:
+                raise ConfigError(f"cannot grow the element set: {pname} changes shape in a way not handled")
+            parameter.copy_(old_parameters[pname])
+        new.atomic_energies[:count] = old.atomic_energies.to(new.atomic_energies.dtype)
+        for buffer in ("scale", "shift"):
+            getattr(new, buffer).copy_(getattr(old, buffer))
+    return sorted(grown)
