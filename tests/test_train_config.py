@@ -77,6 +77,8 @@ def test_unknown_override_key(tmp_path):
             "TensorNet's backend .* must be one of torch, sparse, got 'so2'",
         ),
         ("- a\n- b\n", "expected a mapping"),
+        ("freeze: embedding.*\n", "freeze must be list or null, got 'embedding.\\*'"),
+        ("model_kwargs: [1]\n", "model_kwargs must be dict"),
         ("model: [unclosed\n", "not valid YAML"),
         ("forces_weight: .nan\n", "forces_weight must be finite"),
         ("energy_weight: .inf\n", "energy_weight must be finite"),

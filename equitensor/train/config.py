@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -70,9 +72,9 @@ class TrainConfig:
     """
 
     model: str = "mace"
-    model_kwargs: dict = field(default_factory=dict)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
-    freeze: list | None = None
+    freeze: list[str] | None = None
     backend: str | None = None
     r_max: float = 5.0
     dtype: str = "float64"
@@ -206,22 +208,28 @@ QUICKSTART = {
     "stress_weight": 1000.0,
 }
 
-_ANNOTATION_TYPES: dict[str, tuple[type, ...]] = {
-    "bool": (bool,),
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "dict": (dict,),
-    "list": (list,),
-    "None": (type(None),),
-    "Any": (object,),
-}
+
+def _types_of(hint: Any) -> tuple[type, ...]:
+    """The Python types a YAML value may have for a type hint: unions and ``X | None`` give each
+    member, ``list[str]``/``dict[str, Any]`` their container, ``Literal`` its values' types, a
+    float field also takes an int, ``Any`` everything."""
+    if hint is Any:
+        return (object,)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(hint) for t in _types_of(arg))
+    if origin is typing.Literal:
+        return tuple({type(value) for value in typing.get_args(hint)})
+    if origin is not None:
+        return (origin,)
+    if hint is float:
+        return (int, float)
+    return (hint,)
 
 
 def _allowed_types(name: str) -> tuple[type, ...]:
-    """Python types a YAML value may have for the field ``name`` (from its annotation)."""
-    annotation = {f.name: f.type for f in fields(TrainConfig)}[name]
-    return tuple(t for part in annotation.split(" | ") for t in _ANNOTATION_TYPES[part])
+    """Python types a YAML value may have for the field ``name`` (from its type hint)."""
+    return _types_of(typing.get_type_hints(TrainConfig)[name])
 
 
 def _type_name(types: tuple[type, ...]) -> str:
