@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 from equitensor.datasets import generate
 from equitensor.datasets.reading import LABELS
+from equitensor.errors import InputError
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -85,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(describe_store(store))
         return 0
-    raise ValueError(f"unknown data command {args.data_command!r}")
+    raise InputError(f"unknown data command {args.data_command!r}")

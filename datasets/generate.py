@@ -32,6 +32,8 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 
+from equitensor.errors import InputError
+
 EMT_ELEMENTS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 CALCULATORS = ("emt", "xtb")
 XTB_METHOD = "GFN2-xTB"
@@ -62,11 +64,11 @@ def generate_emt_dataset(
     composition = {"Cu": 1.0} if composition is None else dict(composition)
     unknown = sorted(set(composition) - set(EMT_ELEMENTS))
     if unknown:
-        raise ValueError(f"EMT has no parameters for {unknown}; it covers {EMT_ELEMENTS}")
+        raise InputError(f"EMT has no parameters for {unknown}; it covers {EMT_ELEMENTS}")
     symbols = sorted(composition)
     probabilities = np.array([composition[s] for s in symbols], dtype=float)
     if (probabilities < 0).any() or probabilities.sum() <= 0:
-        raise ValueError(f"composition must have non-negative weights with a positive sum: {composition}")
+        raise InputError(f"composition must have non-negative weights with a positive sum: {composition}")
     probabilities /= probabilities.sum()
 
     rng = np.random.default_rng(seed)
@@ -112,7 +114,7 @@ def generate_xtb_dataset(
     """
     start = read(os.fspath(structure), index=0) if structure is not None else build_molecule(molecule)
     if start.pbc.any():
-        raise ValueError(f"{structure}: the xtb generator makes molecular data; this structure is periodic")
+        raise InputError(f"{structure}: the xtb generator makes molecular data; this structure is periodic")
     rng = np.random.default_rng(seed)
     frames = []
     for temperature in temperatures:

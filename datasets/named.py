@@ -29,6 +29,7 @@ from equitensor.datasets.reading import (
     structures_from_atoms,
 )
 from equitensor.datasets.store import file_sha256
+from equitensor.errors import InputError
 
 BOTNET_COMMIT = "29e6d467317e4b5967b7ea5cbee54de953fa0d45"
 BOTNET_URL = f"https://raw.githubusercontent.com/davkovacs/BOTNet-datasets/{BOTNET_COMMIT}/"
@@ -155,9 +156,9 @@ def named_file(dataset: str, split: str) -> NamedFile:
     """The file of one split of a BOTNet data set (``ethanol``, ``3bpa``, ``acetylacetone``)."""
     key = dataset.lower()
     if key not in BOTNET_FILES:
-        raise ValueError(f"unknown data set {dataset!r}; known: {sorted(BOTNET_FILES)}")
+        raise InputError(f"unknown data set {dataset!r}; known: {sorted(BOTNET_FILES)}")
     if split not in BOTNET_FILES[key]:
-        raise ValueError(f"{dataset} has no split {split!r}; it has {sorted(BOTNET_FILES[key])}")
+        raise InputError(f"{dataset} has no split {split!r}; it has {sorted(BOTNET_FILES[key])}")
     return NamedFile(key, split, *BOTNET_FILES[key][split])
 
 
@@ -227,7 +228,7 @@ def rmd17(root: str | os.PathLike, molecule: str, split: str | None = None) -> l
     The archive has no checksum known to equitensor, so it is never downloaded here.
     """
     if molecule not in RMD17_MOLECULES:
-        raise ValueError(f"unknown rMD17 molecule {molecule!r}; known: {RMD17_MOLECULES}")
+        raise InputError(f"unknown rMD17 molecule {molecule!r}; known: {RMD17_MOLECULES}")
     path = Path(root) / "rmd17" / "npz_data" / f"rmd17_{molecule}.npz"
     if not path.is_file():
         raise DatasetError(

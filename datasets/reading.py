@@ -23,12 +23,13 @@ from ase.io import iread
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from equitensor.datasets.graphs import neighbour_list
+from equitensor.errors import InputError
 
 LABELS = ("energy", "forces", "stress", "virials")
 DEFAULT_KEYS = {label: (label, f"REF_{label}") for label in LABELS}
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A data file or structure that cannot be used, with the file and frame it came from."""
 
 

@@ -47,6 +47,7 @@ from equitensor.datasets.e0s import (
 from equitensor.datasets.graph_data import GraphBatch, Labels, labels_of
 from equitensor.datasets.graphs import graph_from_atoms
 from equitensor.datasets.reading import LABELS, DatasetError, LabelledStructure, iter_structures
+from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph
 
 FORMAT = "equitensor-graph-store"
@@ -361,9 +362,9 @@ def write_store(
     to ``output_path`` and renamed when complete, so a failure leaves no half-written store.
     """
     if not r_max > 0:
-        raise ValueError(f"r_max must be positive, got {r_max}")
+        raise InputError(f"r_max must be positive, got {r_max}")
     if chunk < 1:
-        raise ValueError(f"chunk must be at least 1, got {chunk}")
+        raise InputError(f"chunk must be at least 1, got {chunk}")
     keys = {"energy": energy_key, "forces": forces_key, "stress": stress_key, "virials": virials_key}
     frames = iter_structures(
         input_path,

@@ -22,6 +22,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch import nn
 
 from equitensor.datasets.graphs import graph_from_pairs
+from equitensor.errors import InputError
 from equitensor.graph import batch_graphs
 from equitensor.serialization import load_model, parameter_dtype
 from equitensor.verlet_list import VerletList, canonical_pairs
@@ -61,7 +62,7 @@ def check_elements(numbers: np.ndarray, known: list[int] | None, model_name: str
             f"{chemical_symbols[z]} (Z={z})" if 0 < z < len(chemical_symbols) else f"Z={z}" for z in unknown
         )
         known_names = ", ".join(chemical_symbols[z] for z in known) if len(known) <= 20 else f"{len(known)}"
-        raise ValueError(
+        raise InputError(
             f"the structure contains {names}, which this {model_name} was not built for; "
             f"it knows {known_names}"
         )
@@ -79,12 +80,12 @@ def switch_backend(model: nn.Module, backend: str | Mapping[str, str]) -> nn.Mod
     config = getattr(model, "config", None)
     supported = sorted(k for k in (config or {}) if k.endswith("backend"))
     if not supported:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__} has no tensor-product backend to switch (asked for {settings})"
         )
     unsupported = sorted(set(settings) - set(supported))
     if unsupported:
-        raise ValueError(
+        raise InputError(
             f"{type(model).__name__} has no backend setting {unsupported}; "
             f"its backend settings are {supported}"
         )
@@ -114,10 +115,10 @@ def prepare_model(
     if dtype is not None:
         if isinstance(dtype, str):
             if dtype not in DTYPES:
-                raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+                raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
             dtype = DTYPES[dtype]
         if dtype not in DTYPES.values():
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+            raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         model.to(dtype=dtype)
     model.to(device=device)
     model.eval()
@@ -176,7 +177,7 @@ class EquitensorCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if len(atoms) == 0:
-            raise ValueError("the structure has no atoms: there is nothing to compute an energy for")
+            raise InputError("the structure has no atoms: there is nothing to compute an energy for")
         periodic = has_cell(atoms)
         if "stress" in properties and not periodic:
             raise PropertyNotImplementedError(
@@ -215,7 +216,7 @@ def evaluate_many(
     given with ``device``/``dtype`` is prepared as by the calculator.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(model, (str, os.PathLike)) or device is not None or dtype is not None:
         model = prepare_model(model, "cpu" if device is None else device, dtype)
     dtype, device, cutoff = parameter_dtype(model), model_device(model), model_cutoff(model)

@@ -9,6 +9,7 @@ import sys
 from equitensor import md, relax
 from equitensor.bench import cli as bench_cli
 from equitensor.datasets import cli as data_cli
+from equitensor.errors import InputError
 from equitensor.interop import convert_command
 from equitensor.train import eval_command, train_command
 
@@ -47,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_reporting_errors(command, args: argparse.Namespace) -> int:
-    """Run a command; bad input (config, data, files, a missing extra) prints ``error: ...`` and returns 2.
+    """Run a command; bad input (:class:`~equitensor.errors.InputError`: config, data, model files,
+    values), a file that cannot be opened, a missing extra or compiler prints ``error: ...`` and
+    returns 2. Anything else is a bug and keeps its traceback.
 
-    Set EQUITENSOR_TRACEBACK=1 to see the traceback instead.
+    Set EQUITENSOR_TRACEBACK=1 to see the traceback of bad input too.
     """
+    from equitensor.kernels.compile import KernelUnavailableError
+
     try:
         return command(args)
-    except (ValueError, OSError, ImportError) as error:
+    except (InputError, OSError, ImportError, KernelUnavailableError) as error:
         if os.environ.get("EQUITENSOR_TRACEBACK"):
             raise
         print(f"error: {error}", file=sys.stderr)

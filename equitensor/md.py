@@ -37,6 +37,7 @@ except ImportError:
     MTKNPT = None
 
 from equitensor.calculator import EquitensorCalculator
+from equitensor.errors import InputError
 
 ENSEMBLES = ("nve", "nvt", "npt")
 BAROSTATS = ("mtk", "berendsen")
@@ -75,19 +76,19 @@ def make_dynamics(
 ) -> MolecularDynamics:
     """The ASE integrator of ``ensemble`` (thermostat/barostat times default to 100 and 1000 steps)."""
     if ensemble not in ENSEMBLES:
-        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+        raise InputError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     if timestep_fs <= 0:
-        raise ValueError(f"timestep must be positive, got {timestep_fs} fs")
+        raise InputError(f"timestep must be positive, got {timestep_fs} fs")
     dt = timestep_fs * units.fs
     tdamp = (100 * timestep_fs if tdamp_fs is None else tdamp_fs) * units.fs
     pdamp = (1000 * timestep_fs if pdamp_fs is None else pdamp_fs) * units.fs
     if ensemble == "nve":
         return VelocityVerlet(atoms, timestep=dt)
     if temperature_K <= 0:
-        raise ValueError(f"{ensemble.upper()} needs a positive temperature, got {temperature_K} K")
+        raise InputError(f"{ensemble.upper()} needs a positive temperature, got {temperature_K} K")
     if ensemble == "nvt":
         if friction_per_fs <= 0:
-            raise ValueError(f"Langevin friction must be positive, got {friction_per_fs} 1/fs")
+            raise InputError(f"Langevin friction must be positive, got {friction_per_fs} 1/fs")
         return Langevin(
             atoms,
             timestep=dt,
@@ -97,20 +98,20 @@ def make_dynamics(
             rng=np.random.default_rng(seed),
         )
     if not atoms.pbc.all():
-        raise ValueError(f"NPT needs a cell periodic in all three directions, got pbc={atoms.pbc.tolist()}")
+        raise InputError(f"NPT needs a cell periodic in all three directions, got pbc={atoms.pbc.tolist()}")
     if barostat not in BAROSTATS:
-        raise ValueError(f"barostat must be one of {BAROSTATS}, got {barostat!r}")
+        raise InputError(f"barostat must be one of {BAROSTATS}, got {barostat!r}")
     pressure_au = pressure_GPa * units.GPa
     if barostat == "mtk":
         if MTKNPT is None:
-            raise ValueError(
+            raise InputError(
                 f"the MTK barostat needs ASE's MTKNPT (ASE >= 3.26); this is ASE {ase.__version__}"
             )
         return MTKNPT(
             atoms, timestep=dt, temperature_K=temperature_K, pressure_au=pressure_au, tdamp=tdamp, pdamp=pdamp
         )
     if bulk_modulus_GPa <= 0:
-        raise ValueError(f"the bulk modulus must be positive, got {bulk_modulus_GPa} GPa")
+        raise InputError(f"the bulk modulus must be positive, got {bulk_modulus_GPa} GPa")
     return NPTBerendsen(
         atoms,
         timestep=dt,
@@ -202,10 +203,10 @@ def run_md(
 ) -> Throughput:
     """Run ``steps`` steps with trajectory, log and progress observers; returns the throughput."""
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise InputError(f"steps must be >= 0, got {steps}")
     for name, value in (("output", output_interval), ("log", log_interval), ("print", print_interval)):
         if value < 1:
-            raise ValueError(f"the {name} interval must be >= 1 step, got {value}")
+            raise InputError(f"the {name} interval must be >= 1 step, got {value}")
     if output:
         dynamics.attach(trajectory_writer(atoms, output), interval=output_interval)
     logger = None
@@ -282,7 +283,7 @@ def add_model_and_structure_arguments(parser: argparse.ArgumentParser, structure
 def check_output_folder(path: str | None, option: str) -> None:
     """Refuse, before any work, an output file whose folder does not exist."""
     if path and not Path(path).resolve().parent.is_dir():
-        raise ValueError(f"{option} {path}: the folder {Path(path).parent} does not exist")
+        raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
 
 
 def read_frame(path: str, index: str) -> Atoms:
@@ -292,23 +293,23 @@ def read_frame(path: str, index: str) -> Atoms:
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such structure file")
     if file.stat().st_size == 0:
-        raise ValueError(f"{path} is empty: there is no structure to read")
+        raise InputError(f"{path} is empty: there is no structure to read")
     try:
         return ase.io.read(path, index=index)
     except (StopIteration, IndexError):
         count = len(ase.io.read(path, index=":"))
-        raise ValueError(
+        raise InputError(
             f"--index {index}: {path} has {count} frame(s) (0 to {count - 1}, or -1 for the last)"
         ) from None
     except UnknownFileTypeError as error:
-        raise ValueError(f"{path}: ASE cannot tell the file's format ({error})") from None
+        raise InputError(f"{path}: ASE cannot tell the file's format ({error})") from None
 
 
 def structure_with_calculator(args: argparse.Namespace) -> Atoms:
     """The frame ``--index`` of ``--structure`` with the model's calculator attached."""
     atoms = read_frame(args.structure, args.index)
     if not isinstance(atoms, Atoms):
-        raise ValueError(
+        raise InputError(
             f"--index {args.index!r} selects {len(atoms)} frames of {args.structure}; give one frame"
         )
     atoms.calc = EquitensorCalculator(
@@ -319,7 +320,7 @@ def structure_with_calculator(args: argparse.Namespace) -> Atoms:
 
 def main(args: argparse.Namespace) -> int:
     if args.temperature < 0:
-        raise ValueError(f"--temperature must be >= 0 K, got {args.temperature}")
+        raise InputError(f"--temperature must be >= 0 K, got {args.temperature}")
     check_output_folder(args.output, "--output")
     check_output_folder(args.log, "--log")
     atoms = structure_with_calculator(args)

@@ -16,6 +16,7 @@ from ase import Atoms, units
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
+from equitensor.errors import InputError
 from equitensor.md import add_model_and_structure_arguments, check_output_folder, structure_with_calculator
 
 OPTIMIZERS = {"BFGS": BFGS, "FIRE": FIRE, "LBFGS": LBFGS}
@@ -43,11 +44,11 @@ def relax(
     """Relax ``atoms`` (which carry a calculator) in place; ``cell`` also relaxes the cell towards
     the hydrostatic ``pressure_GPa``. Returns whether fmax was reached and the final state."""
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        raise InputError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     if fmax <= 0:
-        raise ValueError(f"fmax must be positive, got {fmax}")
+        raise InputError(f"fmax must be positive, got {fmax}")
     if cell and not atoms.pbc.all():
-        raise ValueError(f"a cell relaxation needs pbc in all three directions, got {atoms.pbc.tolist()}")
+        raise InputError(f"a cell relaxation needs pbc in all three directions, got {atoms.pbc.tolist()}")
     target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa) if cell else atoms
     opt = OPTIMIZERS[optimizer](target, logfile=logfile, trajectory=trajectory)
     converged = bool(opt.run(fmax=fmax, steps=steps))
@@ -78,7 +79,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     if args.steps < 0:
-        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+        raise InputError(f"--steps must be >= 0, got {args.steps}")
     check_output_folder(args.output, "--output")
     check_output_folder(args.trajectory, "--trajectory")
     atoms = structure_with_calculator(args)

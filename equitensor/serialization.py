@@ -21,6 +21,8 @@ from typing import IO
 import torch
 from torch import nn
 
+from equitensor.errors import InputError
+
 FORMAT = "equitensor-model"
 FORMAT_VERSION = 2  # 2: with the sha256 content digest
 CHECKSUM_KEY = "sha256"
@@ -125,21 +127,21 @@ def read_checked(path: str | os.PathLike, what: str, map_location: str | torch.d
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such {what}")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an {what}")
+        raise InputError(f"{path} is a folder, not an {what}")
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"{path} is empty (0 bytes), not an {what}")
+        raise InputError(f"{path} is empty (0 bytes), not an {what}")
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":  # torch.save writes a zip archive
-        raise ValueError(f"{path} is not an {what}: not a PyTorch archive (it starts with {head!r})")
+        raise InputError(f"{path} is not an {what}: not a PyTorch archive (it starts with {head!r})")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable {what} (corrupted or truncated?): {reason}") from error
+        raise InputError(f"{path} is not a readable {what} (corrupted or truncated?): {reason}") from error
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} is not an {what}: it holds a {type(obj).__name__}")
+        raise InputError(f"{path} is not an {what}: it holds a {type(obj).__name__}")
     stored = obj.pop(CHECKSUM_KEY, None)
     if stored is None:
         warnings.warn(
@@ -147,7 +149,7 @@ def read_checked(path: str | os.PathLike, what: str, map_location: str | torch.d
             stacklevel=3,
         )
     elif stored != content_digest(obj):
-        raise ValueError(f"{path} is corrupted: its content does not match its SHA-256 checksum")
+        raise InputError(f"{path} is corrupted: its content does not match its SHA-256 checksum")
     return obj
 
 
@@ -161,20 +163,20 @@ def model_from_record(record: dict, source: str = "<record>") -> nn.Module:
     import equitensor.models
 
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{source} is not an equitensor model file (no '{FORMAT}' header)")
+        raise InputError(f"{source} is not an equitensor model file (no '{FORMAT}' header)")
     if record.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{source} has model format {record['format_version']} (written by equitensor "
             f"{record.get('equitensor_version')}); this equitensor reads up to format {FORMAT_VERSION}"
         )
     cls = getattr(equitensor.models, record["model"], None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise ValueError(f"{source} holds a {record['model']!r} model, which equitensor.models does not have")
+        raise InputError(f"{source} holds a {record['model']!r} model, which equitensor.models does not have")
     model = cls(**record["config"])
     dtype = record.get("dtype")
     if dtype is not None:  # before loading, so float64 weights are not rounded on the way in
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"{source} has parameters of dtype {dtype!r}; expected float32 or float64")
+            raise InputError(f"{source} has parameters of dtype {dtype!r}; expected float32 or float64")
         model.to(getattr(torch, dtype))
     model.load_state_dict(record["state_dict"])
     return model

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from equitensor.devices import FixedDtypeBuffers
+from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
 from equitensor.models.elements import element_table, lookup_elements
@@ -329,7 +330,7 @@ class MACE(FixedDtypeBuffers):
         """Index of each atom's element in ``atomic_numbers``; ValueError naming unknown elements."""
         index, unknown = lookup_elements(self.element_index, numbers)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"atomic numbers {unknown} are not in this model's atomic_numbers "
                 f"{self.atomic_numbers.tolist()}"
             )

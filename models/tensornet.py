@@ -28,6 +28,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from equitensor.devices import cached, has_values
+from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
 from equitensor.models.elements import element_table, lookup_elements
 from equitensor.nn.cartesian import (
@@ -409,7 +410,7 @@ class TensorNet(nn.Module):
                 f"{z} ({chemical_symbols[z]})" if 0 < z < len(chemical_symbols) else str(z) for z in unknown
             )
             known = self._init_kwargs["atomic_numbers"] or f"1..{len(self.element_index) - 1}"
-            raise ValueError(f"TensorNet has no element for atomic number {names}; it knows {known}")
+            raise InputError(f"TensorNet has no element for atomic number {names}; it knows {known}")
         return index
 
     def edges(self, graph: AtomicGraph) -> Edges:
@@ -417,7 +418,7 @@ class TensorNet(nn.Module):
         vectors = graph.edge_vectors()
         distances = vectors.norm(dim=-1)
         if has_values(distances) and bool((distances == 0).any()):
-            raise ValueError(
+            raise InputError(
                 "the graph has zero-length edges (self-loops or atoms on top of each other); "
                 "TensorNet adds its own self-loop per atom, so build the graph without them"
             )

@@ -406,3 +406,22 @@ def test_growing_the_element_set_keeps_the_old_elements(kind):
         torch.testing.assert_close(got["forces"], expected["forces"], rtol=1e-10, atol=1e-10)
     cell.numbers[0] = 47
     assert torch.isfinite(new(graph_from_atoms(cell, 3.0, torch.float64))["energy"]).all()
+
+
+def test_only_input_errors_are_shortened(monkeypatch, capsys):
+    """InputError (bad config, data, files, values) is one line and exit 2; any other exception is
+    a bug and keeps its traceback."""
+    from equitensor.errors import InputError
+    from equitensor.train import train_command
+
+    def bad_input(args):
+        raise InputError("train.xyz, frame 3: no forces")
+
+    def bug(args):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(train_command, "run", bad_input)
+    assert main(["train"]) == 2 and capsys.readouterr().err == "error: train.xyz, frame 3: no forces\n"
+    monkeypatch.setattr(train_command, "run", bug)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train"])

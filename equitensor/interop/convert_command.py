@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from equitensor.errors import InputError
+
 SOURCES = ("mace-torch",)
 
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise ImportError(f"converting a mace-torch model needs mace-torch installed ({error})") from None
     theirs = torch.load(args.input, map_location="cpu", weights_only=False)
     if not isinstance(theirs, torch.nn.Module):
-        raise ValueError(f"{args.input} holds a {type(theirs).__name__}, not a mace-torch model object")
+        raise InputError(f"{args.input} holds a {type(theirs).__name__}, not a mace-torch model object")
     ours = mace_from_mace_torch(theirs)
     save_model(ours, args.output)
     print(f"converted {args.input} ({type(theirs).__name__}) to {args.output}: {ours.config}")

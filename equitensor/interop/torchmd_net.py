@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class UnmappableError(ValueError):
+class UnmappableError(InputError):
     """An option one side has and the other lacks: the models would not compute the same thing."""
 
 

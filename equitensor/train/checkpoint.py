@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from equitensor.errors import InputError
 from equitensor.serialization import atomic_save, read_checked
 
 FORMAT = "equitensor-checkpoint"
@@ -53,7 +54,7 @@ class RunFolderLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise ValueError(
+            raise InputError(
                 f"{Path(run_dir)} is in use by another training run ({holder}); wait for it to end, "
                 "or choose another output_dir / name"
             ) from None
@@ -100,9 +101,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
     state = read_checked(path, "equitensor training checkpoint")
     if state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an equitensor training checkpoint")
+        raise InputError(f"{path} is not an equitensor training checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{path} has checkpoint format {state['format_version']}; this equitensor reads {FORMAT_VERSION}"
         )
     return state

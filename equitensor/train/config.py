@@ -20,8 +20,10 @@ from typing import Any
 
 import yaml
 
+from equitensor.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration that cannot be used; the message names the key and what is allowed."""
 
 

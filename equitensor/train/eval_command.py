@@ -13,6 +13,7 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equitensor.datasets import GraphDataset, read_structures
+from equitensor.errors import InputError
 from equitensor.serialization import load_model, parameter_dtype
 from equitensor.train.data import check_elements
 from equitensor.train.distributed import resolve_device
@@ -43,7 +44,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
     model = load_model(args.model).to(device)
     structures = read_structures(
@@ -116,7 +117,7 @@ def write_predictions(args, structures, energies, forces, stresses) -> None:
     """The input frames with predicted energy, forces and stress added under ``args.prefix``."""
     frames = ase.io.read(args.data, index=":")
     if len(frames) != len(structures):
-        raise ValueError(f"{args.data}: read {len(frames)} frames for {len(structures)} structures")
+        raise InputError(f"{args.data}: read {len(frames)} frames for {len(structures)} structures")
     for k, atoms in enumerate(frames):
         atoms.info[f"{args.prefix}energy"] = energies[k]
         atoms.arrays[f"{args.prefix}forces"] = forces[k].numpy()
