@@ -425,3 +425,45 @@ def test_only_input_errors_are_shortened(monkeypatch, capsys):
     monkeypatch.setattr(train_command, "run", bug)
     with pytest.raises(ValueError, match="an internal bug"):
         main(["train"])
+
+
+def test_deterministic_training_is_bit_identical_with_two_threads(tmp_path, data_file, capsys, monkeypatch):
+    """deterministic (default) turns on torch's deterministic algorithms for the run: then a MACE
+    force-training gradient on a 108-atom cell with 2 threads is bit-identical from run to run
+    (without it forces differed by ~1e-6: a multi-threaded scatter sums in a varying order)."""
+    from ase.build import bulk
+
+    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.models import MACE
+
+    calls = []
+    original = torch.use_deterministic_algorithms
+    monkeypatch.setattr(
+        torch, "use_deterministic_algorithms", lambda *a, **k: calls.append(a[0]) or original(*a, **k)
+    )
+    code, out, _ = run_cli(["train", str(config_file(tmp_path, data_file, epochs=1))], capsys)
+    assert code == 0, out
+    assert calls == [True, False]  # on for the run, the process's setting restored after it
+    monkeypatch.undo()
+    torch.use_deterministic_algorithms(True)
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(3)
+    atoms.numbers[::3] = 28
+    atoms.rattle(0.1, seed=0)
+    graph = graph_from_atoms(atoms, 5.0, torch.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for _ in range(3):
+            torch.manual_seed(0)
+            model = MACE([28, 29], r_max=5.0, num_channels=16, max_L=0, max_ell=2, correlation=2)
+            prediction = model(graph, training=True)
+            loss = prediction["energy"].sum() ** 2 + prediction["forces"].square().sum()
+            results.append(
+                [prediction["forces"].detach(), *torch.autograd.grad(loss, list(model.parameters()))]
+            )
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))

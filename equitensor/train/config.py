@@ -68,7 +68,9 @@ class TrainConfig:
     ``patience`` (early stopping, in evaluations), ``checkpoint_every_steps`` (0: per epoch only),
     ``output_dir``, ``name``, ``progress``, ``plots``, ``num_threads``, ``num_workers`` (processes
     that read and collate the next batches, torch's DataLoader; 0: in the training process),
-    ``persistent_workers`` (kept between epochs), ``tensorboard`` (auto: event
+    ``persistent_workers`` (kept between epochs), ``deterministic`` (torch's deterministic
+    algorithms: runs with the same seed are bit-identical with several CPU threads too; without it a
+    scatter's summation order varies), ``tensorboard`` (auto: event
     files in ``RUN/tensorboard`` when the ``tensorboard`` package is installed, true: required,
     false: none). The resolved configuration is written to ``RUN/config.yaml`` at every start.
     """
@@ -136,6 +138,7 @@ class TrainConfig:
     plots: bool = True
     num_threads: int | None = None
     num_workers: int = 0
+    deterministic: bool = True
     persistent_workers: bool = True
 
     def to_dict(self) -> dict:
