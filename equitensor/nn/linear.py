@@ -8,7 +8,7 @@ from math import prod
 import torch
 from torch import nn
 
-from equitensor.irreps import Irreps
+from equitensor.irreps import Irreps, IrrepsLike
 
 
 class Linear(nn.Module):
@@ -23,8 +23,8 @@ class Linear(nn.Module):
 
     def __init__(
         self,
-        irreps_in,
-        irreps_out,
+        irreps_in: IrrepsLike,
+        irreps_out: IrrepsLike,
         *,
         internal_weights: bool | None = None,
         shared_weights: bool | None = None,

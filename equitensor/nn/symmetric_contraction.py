@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from equitensor.devices import FixedDtypeBuffers, cached, has_values
-from equitensor.irreps import Irrep, Irreps
+from equitensor.irreps import Irrep, Irreps, IrrepsLike
 from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.o3 import wigner_3j
 
@@ -75,7 +75,7 @@ def _generalized_cg_cached(irreps_in: str, ir_out: str, correlation: int) -> tor
     return torch.stack(columns, dim=-1)
 
 
-def generalized_cg(irreps_in, ir_out, correlation: int) -> torch.Tensor:
+def generalized_cg(irreps_in: IrrepsLike, ir_out, correlation: int) -> torch.Tensor:
     """Generalised real Clebsch-Gordan tensor ``U`` of shape ``(2L+1, D, ..., D, num_paths)`` (float64).
 
     ``irreps_in`` are the coupled irreps (multiplicity 1 each, distinct, e.g. ``0e+1o+2e``),
@@ -89,7 +89,7 @@ def generalized_cg(irreps_in, ir_out, correlation: int) -> torch.Tensor:
     return _generalized_cg_cached(str(irreps), str(Irrep(ir_out)), int(correlation)).clone()
 
 
-def symmetric_terms(irreps_in, ir_out, correlation: int) -> tuple[torch.Tensor, torch.Tensor]:
+def symmetric_terms(irreps_in: IrrepsLike, ir_out, correlation: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The non-zero terms of ``generalized_cg`` once the symmetry of ``A_i1 .. A_inu`` is used.
 
     Returns ``monomials`` (T, correlation + 1) int64 rows ``(M, i_1 <= .. <= i_nu)`` and
@@ -168,7 +168,13 @@ class SymmetricContraction(FixedDtypeBuffers):
     fixed_dtype_buffers = ("term_ones",)  # the sparse kernel's float64 term coefficients
 
     def __init__(
-        self, irreps_in, irreps_out, correlation: int, num_elements: int, *, backend: str = "cg"
+        self,
+        irreps_in: IrrepsLike,
+        irreps_out: IrrepsLike,
+        correlation: int,
+        num_elements: int,
+        *,
+        backend: str = "cg",
     ) -> None:
         super().__init__()
         if backend not in (*self.backends, "auto"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from equitensor.irreps import Irreps
+from equitensor.irreps import Irreps, IrrepsLike
 from equitensor.o3 import spherical_harmonics
 from equitensor.tp.backends.auto import check_auto_options, choose_backend, edge_convolution_step
 from equitensor.tp.backends.so2 import SO2EdgeProduct
@@ -35,7 +35,9 @@ from equitensor.tp.spec import TensorProductSpec
 from equitensor.tp.tensor_product import TensorProduct
 
 
-def edge_product_irreps(irreps_node, irreps_sh, irreps_target=None) -> tuple[Irreps, list[tuple]]:
+def edge_product_irreps(
+    irreps_node: IrrepsLike, irreps_sh: IrrepsLike, irreps_target: IrrepsLike | None = None
+) -> tuple[Irreps, list[tuple]]:
     """Output irreps and 'uvu' instructions of every node x SH path, kept if in ``irreps_target``.
 
     The output holds one block per path (not simplified), sorted in e3nn's order, exactly as
@@ -74,9 +76,9 @@ class EdgeConvolution(nn.Module):
 
     def __init__(
         self,
-        irreps_node,
-        irreps_sh,
-        irreps_target=None,
+        irreps_node: IrrepsLike,
+        irreps_sh: IrrepsLike,
+        irreps_target: IrrepsLike | None = None,
         *,
         backend: str = "cg",
         mmax: int | None = None,

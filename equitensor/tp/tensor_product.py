@@ -8,7 +8,7 @@ from math import prod
 import torch
 from torch import nn
 
-from equitensor.irreps import Irreps
+from equitensor.irreps import Irreps, IrrepsLike
 from equitensor.tp.backends import make_executor
 from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
 from equitensor.tp.spec import Instruction, TensorProductSpec
@@ -44,9 +44,9 @@ class TensorProduct(nn.Module):
 
     def __init__(
         self,
-        irreps_in1,
-        irreps_in2,
-        irreps_out,
+        irreps_in1: IrrepsLike,
+        irreps_in2: IrrepsLike,
+        irreps_out: IrrepsLike,
         instructions: Sequence[tuple],
         *,
         in1_var: Sequence[float] | None = None,
@@ -173,7 +173,9 @@ def _filter(filter_ir_out):
 class FullyConnectedTensorProduct(TensorProduct):
     """All paths ``(i1, i2) -> i_out`` allowed by the selection rules, mode ``uvw``, weighted."""
 
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, **kwargs) -> None:
+    def __init__(
+        self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, irreps_out: IrrepsLike, **kwargs
+    ) -> None:
         irreps_in1, irreps_in2, irreps_out = Irreps(irreps_in1), Irreps(irreps_in2), Irreps(irreps_out)
         instructions = [
             (i1, i2, io, "uvw", True, 1.0)
@@ -188,7 +190,7 @@ class FullyConnectedTensorProduct(TensorProduct):
 class FullTensorProduct(TensorProduct):
     """Every product ``x1_u (x) x2_v`` (mode ``uvuv``), no weights; outputs sorted like e3nn."""
 
-    def __init__(self, irreps_in1, irreps_in2, filter_ir_out=None, **kwargs) -> None:
+    def __init__(self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, filter_ir_out=None, **kwargs) -> None:
         irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
         keep = _filter(filter_ir_out)
         out, instructions = [], []
@@ -207,7 +209,7 @@ class FullTensorProduct(TensorProduct):
 class ElementwiseTensorProduct(TensorProduct):
     """Channel-by-channel products ``x1_u (x) x2_u`` (mode ``uuu``), no weights."""
 
-    def __init__(self, irreps_in1, irreps_in2, filter_ir_out=None, **kwargs) -> None:
+    def __init__(self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, filter_ir_out=None, **kwargs) -> None:
         irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
         if irreps_in1.num_irreps != irreps_in2.num_irreps:
             raise ValueError(
