@@ -151,6 +151,24 @@ def count_frames(path: Path) -> int:
     return count
 
 
+def git_head() -> str:
+    """The repository's HEAD, with -dirty when tracked files differ from it (the code a run imports)."""
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.strip()
+    return commit[:12] + ("-dirty" if dirty else "")
+
+
+def run_deterministic(run_dir: Path) -> bool | None:
+    """The run's ``deterministic`` setting from its config.yaml (None: a version without the key)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()).get("deterministic") if path.is_file() else None
+
+
 def final_weights(run_dir: Path) -> dict:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     return checkpoint["model_state"]
@@ -241,46 +259,129 @@ def conclusion(runs: list[dict], summary: dict, collate: dict) -> list[str]:
     two = [r for r in runs if r["num_threads"] is None]
     base1, two1 = summary[label(0, 1)]["median_epoch_s"], summary[label(2, 1)]["median_epoch_s"]
     base, twod = summary[label(0, None)]["median_epoch_s"], summary[label(2, None)]["median_epoch_s"]
-    by_load = [r["epoch_s"] for r in sorted(two, key=lambda r: r["external_cores"])]
-    trend = "growing with" if by_load == sorted(by_load) else "varying with"
+    q1 = [summary[label(w, 1)]["quiet_median_epoch_s"] for w in (0, 2)]
+    q0, q2 = (summary[label(w, None)]["quiet_median_epoch_s"] for w in (0, 2))
+    loaded = [r for r in two if r["external_cores"] > QUIET]
     out = [
         f"- The machine was shared: other processes used {min(external):.2f}-{max(external):.2f} cores "
         f"during the runs (over {QUIET} in {sum(x > QUIET for x in external)} of {len(runs)} runs).",
-        f"- With num_threads=1 (the training process on one core, the other left to the workers and to "
-        f"other processes) every epoch took {fmt(min(r['epoch_s'] for r in one))}-"
+        f"- num_threads=1 (the training process on one core, the other left to the workers and to other "
+        f"processes): every epoch took {fmt(min(r['epoch_s'] for r in one))}-"
         f"{fmt(max(r['epoch_s'] for r in one))} s whatever the external load "
-        f"({min(r['external_cores'] for r in one):.2f}-{max(r['external_cores'] for r in one):.2f} cores): "
-        f"2 workers vs 0 workers {change(two1, base1)} (median {fmt(two1)} s vs {fmt(base1)} s). This is "
-        "the clean comparison.",
-        f"- With torch's default threads (2 intra-op threads on 2 cores) the epoch took "
-        f"{fmt(min(r['epoch_s'] for r in two))}-{fmt(max(r['epoch_s'] for r in two))} s, {trend} the "
-        "external load: two threads that wait on each other stall when another process takes a core, "
-        f"with or without workers. Their medians (2 workers {fmt(twod)} s, 0 workers {fmt(base)} s) mix "
-        "quiet and loaded runs and do not measure the workers.",
+        f"({min(r['external_cores'] for r in one):.2f}-{max(r['external_cores'] for r in one):.2f} cores); "
+        f"2 workers vs 0 workers: {change(two1, base1)} (median {fmt(two1)} s vs {fmt(base1)} s"
+        + (f"; quiet runs only {fmt(q1[1])} s vs {fmt(q1[0])} s" if None not in q1 else "")
+        + ").",
     ]
-    q0, q2 = summary[label(0, None)]["quiet_median_epoch_s"], summary[label(2, None)]["quiet_median_epoch_s"]
     if q0 is not None and q2 is not None:
-        n0, n2 = len(summary[label(0, None)]["quiet_epoch_s"]), len(summary[label(2, None)]["quiet_epoch_s"])
-        out[-1] += (
-            f" In the quiet runs (external <= {QUIET} cores; {n0} and {n2} run(s)) 2 workers took "
-            f"{fmt(q2)} s vs {fmt(q0)} s with 0 workers ({change(q2, q0)}); so few runs, with some load, "
-            "make that indicative only. Two threads vs one at 0 workers, quiet runs: "
-            f"{fmt(q0)} s vs {fmt(base1)} s ({change(q0, base1)})."
+        line = (
+            f"- torch's default threads (2 intra-op threads on 2 cores), quiet runs (external <= {QUIET} "
+            f"cores): {fmt(q2)} s with 2 workers vs {fmt(q0)} s with 0 workers, {change(q2, q0)}; and "
+            f"{change(q0, summary[label(0, 1)]['quiet_median_epoch_s'] or base1)} than one thread "
+            "(0 workers). "
+        )
+    else:
+        line = "- torch's default threads (2 intra-op threads on 2 cores): no quiet run of both settings. "
+    if loaded:
+        lo, hi = min(r["epoch_s"] for r in loaded), max(r["epoch_s"] for r in loaded)
+        line += (
+            f"Under load ({min(r['external_cores'] for r in loaded):.2f}-"
+            f"{max(r['external_cores'] for r in loaded):.2f} external cores) the same settings took "
+            f"{fmt(lo)}-{fmt(hi)} s with 0 or 2 workers ({', '.join(r['setting'] for r in loaded)}): two "
+            "threads that wait on each other stall when another process takes one of the two cores. The "
+            f"medians over all runs ({fmt(twod)} s with 2 workers, {fmt(base)} s with 0) measure that "
+            "load, not the workers."
         )
     out += [
+        line,
         f"- Reading and collating a batch from the store costs {fmt(collate['ms_per_batch'])} ms in one "
         f"thread ({fmt(collate['seconds'])} s for the epoch's {collate['batches']} batches, "
         f"{fmt(100 * collate['seconds'] / base1)}% of the 1-thread epoch): that is all a worker can take "
-        "off the training process here, about the run-to-run noise, while each worker is one more "
-        "process competing for the 2 cores.",
+        "off the training process here, no more than the run-to-run noise, while each worker is one "
+        "more process on the 2 cores. So on 2 CPU cores with this model, 2 workers do not make the "
+        "epoch faster.",
         "- Where workers should help: GPU training (the CPU is otherwise idle while the GPU steps, and "
         "pin_memory overlaps the copies), slow or network storage (reads overlap the step), and "
-        "costlier per-batch work (bigger structures and batches); not a small CPU model on 2 cores, "
-        "where the model step uses the cores and collation is a small share of it. On a few-core CPU "
-        "machine, num_threads (cores left after workers and other load) matters far more than "
-        "num_workers.",
+        "costlier per-batch work (bigger structures and batches). On a few-core CPU machine, "
+        "num_threads (the cores left after workers and other load) matters far more than num_workers.",
     ]
     return out
+
+
+def equality(runs: list[dict]) -> tuple[bool, dict, list[str]]:
+    """Whether 0 and 2 workers gave bit-identical runs (from each run's ``vs_reference``)."""
+    lines, identical, groups = [], True, {}
+    for threads in (1, None):
+        name = "default" if threads is None else str(threads)
+        group = [r for r in runs if r["num_threads"] == threads]
+        same = all(r["vs_reference"]["same_losses"] and r["vs_reference"]["same_weights"] for r in group)
+        zero = [r for r in group if r["num_workers"] == 0]
+        zero_same = all(r["vs_reference"]["same_losses"] and r["vs_reference"]["same_weights"] for r in zero)
+        groups[name] = {"bitwise_identical": same, "zero_worker_runs_identical": zero_same}
+        head = f"num_threads={name}, {len(group)} runs ({len(zero)} with 0 workers, the rest with 2): "
+        if same:
+            losses = ", ".join(sorted({repr(r["train_loss"]) for r in group}))
+            lines.append(
+                head + f"training loss {losses} in every run; training and validation losses and the "
+                "final weights identical bit for bit"
+            )
+        else:
+            values = {}
+            for r in group:
+                values.setdefault(repr(r["train_loss"]), []).append(
+                    f"{r['order']} ({r['num_workers']} workers, external {r['external_cores']:.2f})"
+                )
+            listing = "; ".join(f"{v} in run(s) {', '.join(who)}" for v, who in values.items())
+            worst = max(r["vs_reference"]["train_loss_rel_diff"] for r in group)
+            weight = max(r["vs_reference"]["max_weight_diff"] for r in group)
+            lines.append(
+                head + f"NOT all bit for bit: training loss {listing} (largest relative difference "
+                f"{worst:.1e}, largest weight difference {weight:.1e} after 490 steps); "
+                + (
+                    "0-worker runs differ from each other too, so this is the multi-threaded model step "
+                    "not being reproducible run to run (presumably the split of float32 reductions over "
+                    "threads is decided at run time, differently under load), whatever num_workers is"
+                    if not zero_same
+                    else "the 0-worker runs agree with each other, so the workers may be at fault"
+                )
+            )
+        if threads == 1 or zero_same:
+            identical &= same
+    one = {r["train_loss"] for r in runs if r["num_threads"] == 1}
+    also = [r["order"] for r in runs if r["num_threads"] is None and r["train_loss"] in one]
+    if len(one) == 1 and also:
+        flags = {str(r.get("deterministic")) for r in runs if r["order"] in also}
+        lines.append(
+            f"run(s) {', '.join(map(str, also))} with default threads (deterministic: "
+            f"{', '.join(sorted(flags))}) got exactly the num_threads=1 result, bit for bit"
+        )
+    return identical, groups, lines
+
+
+def code_warning(report: dict) -> list[str]:
+    """A paragraph when the runs did not all import the same code (the tree changed meanwhile)."""
+    runs = report["runs"]
+    heads = {r.get("equitensor_head") for r in runs} - {None}
+    flags = {r.get("deterministic") for r in runs}
+    lines = []
+    if len(flags) > 1:
+        groups = {
+            str(flag): ", ".join(str(r["order"]) for r in runs if r.get("deterministic") == flag)
+            for flag in flags
+        }
+        lines.append(
+            "**The library changed during these runs**: `deterministic` (torch's deterministic "
+            "algorithms) was "
+            + "; ".join(
+                f"{'absent (an older equitensor)' if k == 'None' else k} in runs {v}"
+                for k, v in groups.items()
+            )
+            + ". Compare runs only within one group; rerun on an unchanging tree for clean numbers."
+        )
+    if len(heads) > 1 or any(h.endswith("-dirty") for h in heads):
+        lines.append(f"Repository HEAD at the runs' starts: {', '.join(sorted(heads))}.")
+    lines += report.get("notes", [])
+    return [x for line in lines for x in (line, "")]
 
 
 def write_markdown(path: Path, report: dict) -> None:
@@ -300,8 +401,9 @@ def write_markdown(path: Path, report: dict) -> None:
         f"{h['lscpu'].get('Hypervisor vendor', 'no')} hypervisor), {h['cores']} cores, shared with other "
         f"processes (see `external cores`), {h['memory_gib']} GiB. torch {v['torch']} (CPU, default "
         f"{v['torch_default_threads']} threads), h5py {v['h5py']}, ase {v['ase']}, Python {v['python']}, "
-        f"equitensor `{v['equitensor_commit']}`.",
+        f"equitensor `{v['equitensor_commit']}` (HEAD when the report was written).",
         "",
+        *code_warning(report),
         "## Data",
         "",
         f"- `equitensor data generate FRAMES.xyz {' '.join(s['generate'])}`: {d['frames']} frames "
@@ -373,7 +475,12 @@ def main() -> None:
     out = Path(args.out)
     if args.report_only:
         report = json.loads(out.with_suffix(".json").read_text())
+        for r in report["runs"]:
+            if "deterministic" not in r:
+                r["deterministic"] = run_deterministic(Path(r["run_dir"]))
         report["summary"] = summarise(report["runs"])
+        identical, groups, lines = equality(report["runs"])
+        report["equality"] = {"identical_0_vs_2_workers": identical, "groups": groups, "lines": lines}
         report["conclusion"] = conclusion(report["runs"], report["summary"], report["collate"])
         report["report_rewritten"] = time.strftime("%Y-%m-%d %H:%M %Z")
         out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
@@ -409,6 +516,7 @@ def main() -> None:
             if threads is not None:
                 command.append(f"num_threads={threads}")
             command.append(f"output_dir={run_dir}")
+            head = git_head()
             timing = run(command, work / f"{run_dir.name}.log")
             epoch = json.loads((run_dir / "metrics.json").read_text())[0]
             row = {
@@ -422,6 +530,8 @@ def main() -> None:
                 "train_loss": epoch["train_loss"],
                 "valid_loss": epoch["valid_loss"],
                 "run_dir": str(run_dir),
+                "equitensor_head": head,  # at the run's start: the tree may change during the benchmark
+                "deterministic": run_deterministic(run_dir),
             }
             runs.append(row)
             print(
@@ -432,9 +542,7 @@ def main() -> None:
             )
 
     # 0 vs 2 workers: same training loss and weights (bitwise), per thread count
-    lines, identical, groups = [], True, {}
     for threads in (1, None):
-        name = "default" if threads is None else str(threads)
         group = [r for r in runs if r["num_threads"] == threads]
         reference = next(r for r in group if r["num_workers"] == 0)
         weights = final_weights(Path(reference["run_dir"]))
@@ -449,33 +557,7 @@ def main() -> None:
                 / abs(reference["train_loss"]),
                 "max_weight_diff": max(float((weights[k] - other[k]).abs().max()) for k in weights),
             }
-        same = all(r["vs_reference"]["same_losses"] and r["vs_reference"]["same_weights"] for r in group)
-        zero = [r for r in group if r["num_workers"] == 0]
-        zero_same = all(r["vs_reference"]["same_losses"] and r["vs_reference"]["same_weights"] for r in zero)
-        groups[name] = {"bitwise_identical": same, "zero_worker_runs_identical": zero_same}
-        losses = ", ".join(sorted({repr(r["train_loss"]) for r in group}))
-        head = f"num_threads={name}, {len(group)} runs ({len(zero)} with 0 workers, the rest with 2): "
-        if same:
-            lines.append(
-                head + f"training loss {losses} in every run; training and validation losses and the "
-                "final weights identical bit for bit"
-            )
-        else:
-            worst = max(r["vs_reference"]["train_loss_rel_diff"] for r in group)
-            weight = max(r["vs_reference"]["max_weight_diff"] for r in group)
-            lines.append(
-                head + f"NOT bit for bit: training losses {losses} (largest relative difference "
-                f"{worst:.1e}, largest weight difference {weight:.1e}); "
-                + (
-                    "the 0-worker runs differ from each other too, so this is the multi-threaded model "
-                    "step not being reproducible run to run (float32 reductions split over threads at "
-                    "run time, e.g. differently under load), whatever num_workers is"
-                    if not zero_same
-                    else "the 0-worker runs agree with each other, so the workers may be at fault"
-                )
-            )
-        if threads == 1 or zero_same:
-            identical &= same
+    identical, groups, lines = equality(runs)
     print("\n".join(lines), flush=True)
 
     summary = summarise(runs)
