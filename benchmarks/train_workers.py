@@ -151,14 +151,14 @@ def count_frames(path: Path) -> int:
     return count
 
 
-def git_head() -> str:
+def git_head(length: int = 12) -> str:
     """The repository's HEAD, with -dirty when tracked files differ from it (the code a run imports)."""
     git = ["git", "-C", str(REPO)]
     commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
     ).stdout.strip()
-    return commit[:12] + ("-dirty" if dirty else "")
+    return commit[:length] + ("-dirty" if dirty else "")
 
 
 def run_deterministic(run_dir: Path) -> bool | None:
@@ -205,13 +205,8 @@ def versions() -> dict:
     import h5py
     import numpy
 
-    git = ["git", "-C", str(REPO)]
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-    ).stdout.strip()
     return {
-        "equitensor_commit": commit + ("-dirty" if dirty else ""),
+        "equitensor_commit": git_head(length=40),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_default_threads": torch.get_num_threads(),
