@@ -63,17 +63,24 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import ase.io
 import numpy as np
 import torch
 import yaml
+from side_by_side import (
+    cpu_model,
+    git_commit,
+    package_versions,
+    prediction_errors,
+    run_queue,
+    seed_statistics,
+    statistics_cell,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOTNET = Path(os.environ.get("BOTNET_DATA", ROOT.parent / "shared" / "data" / "botnet"))
@@ -308,13 +315,8 @@ def torchmd_config(work: Path, epochs: int) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # training
-def one_thread_env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def launch(kind: str, seed: int, work: Path, configs: dict) -> tuple[subprocess.Popen, dict]:
+def run_command(kind: str, seed: int, work: Path, configs: dict) -> dict:
+    """The job of one training run (for side_by_side.run_queue)."""
     bindir = Path(sys.executable).parent
     run_dir = work / "runs" / f"{kind}_seed{seed}"
     if run_dir.exists():
@@ -330,56 +332,27 @@ def launch(kind: str, seed: int, work: Path, configs: dict) -> tuple[subprocess.
             str(bindir / "torchmd-train"), "--conf", str(configs[kind]),
             "--seed", str(seed), "--log-dir", str(run_dir),
         ]  # fmt: skip
-    log = open(work / "runs" / f"{kind}_seed{seed}.log", "w")  # noqa: SIM115 (closed when the run ends)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=one_thread_env(), cwd=work)
-    return process, {"kind": kind, "seed": seed, "run_dir": str(run_dir), "command": " ".join(command),
-                     "log": log.name, "start": time.perf_counter(), "file": log}  # fmt: skip
+    log = work / "runs" / f"{kind}_seed{seed}.log"
+    return {"key": f"{kind}_seed{seed}", "kind": kind, "seed": seed, "run_dir": str(run_dir),
+            "command": command, "log": log, "cwd": work}  # fmt: skip
 
 
 def train_all(work: Path, configs: dict, seeds: list[int], jobs: int) -> dict:
     """Each seed: ours and theirs side by side (so both see the same machine load)."""
-    queue = [(kind, seed) for seed in seeds for kind in ("equitensor", "torchmd-net")]
-    running, done, load = [], {}, []
-    while queue or running:
-        load.append(os.getloadavg()[0])
-        while queue and len(running) < jobs:
-            running.append(launch(*queue.pop(0), work, configs))
-            print(f"started {running[-1][1]['kind']} seed {running[-1][1]['seed']}", flush=True)
-        time.sleep(2)
-        for item in list(running):
-            process, info = item
-            if process.poll() is None:
-                continue
-            running.remove(item)
-            info["wall_s"] = time.perf_counter() - info.pop("start")
-            info.pop("file").close()
-            info["returncode"] = process.returncode
-            key = f"{info['kind']}_seed{info['seed']}"
-            done[key] = info
-            print(f"finished {key}: rc {process.returncode}, {info['wall_s']:.0f} s", flush=True)
-            if process.returncode != 0:
-                print(Path(info["log"]).read_text()[-3000:], file=sys.stderr)
-    (work / "runs" / "timings.json").write_text(json.dumps(done, indent=1))
+    queue = [
+        run_command(kind, seed, work, configs) for seed in seeds for kind in ("equitensor", "torchmd-net")
+    ]
+    done, load = run_queue(queue, jobs)
+    (work / "runs" / "timings.json").write_text(json.dumps(done, indent=1, default=str))
     # the machine's 1-minute load average during training (ours are 2 of it): others' jobs show
-    (work / "runs" / "load.json").write_text(
-        json.dumps({"mean": float(np.mean(load)), "max": float(np.max(load)), "samples": len(load)})
-    )
+    (work / "runs" / "load.json").write_text(json.dumps(load))
     return done
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluation (one code path)
 def errors(pred_e, ref_e, pred_f, ref_f) -> dict:
-    de, df = pred_e - ref_e, (pred_f - ref_f).ravel()
-    return {
-        "energy_rmse_meV": 1e3 * float(np.sqrt(np.mean(de**2))),
-        "energy_mae_meV": 1e3 * float(np.mean(np.abs(de))),
-        "energy_rmse_meV_per_atom": 1e3 * float(np.sqrt(np.mean(de**2))) / 15,
-        "energy_mean_error_meV": 1e3 * float(np.mean(de)),
-        "energy_rmse_without_mean_error_meV": 1e3 * float(np.std(de)),
-        "forces_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(df**2))),
-        "forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(df))),
-    }
+    return prediction_errors(pred_e, ref_e, pred_f, ref_f, np.full(len(ref_e), 15))
 
 
 def predict(model_fn, frames) -> tuple[np.ndarray, np.ndarray]:
@@ -521,49 +494,24 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for kind in ("equitensor", "torchmd-net"):
         part = [r for r in rows if r["implementation"] == kind]
-        out[kind] = {}
-        for key in ("energy_rmse_meV", "energy_rmse_meV_per_atom", "forces_rmse_meV_per_A", "wall_s"):
-            values = np.array([r[key] for r in part])
-            out[kind][key] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "min": float(values.min()),
-                "max": float(values.max()),
-                "n": len(values),
-            }
+        out[kind] = {
+            key: seed_statistics(r[key] for r in part)
+            for key in ("energy_rmse_meV", "energy_rmse_meV_per_atom", "forces_rmse_meV_per_A", "wall_s")
+        }
     return out
 
 
 def versions() -> dict:
-    def version(name):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = None
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
+    names = ["equitensor", "torchmd-net", "lightning", "torch_geometric", "warp-lang", "ase"]
+    v = package_versions(names)
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "equitensor": version("equitensor"),
-        "equitensor_commit": commit,
-        "torchmd-net": version("torchmd-net"),
-        "lightning": version("lightning"),
-        "torch_geometric": version("torch_geometric"),
-        "warp-lang": version("warp-lang"),
-        "ase": version("ase"),
+        "equitensor": v["equitensor"],
+        "equitensor_commit": git_commit(),
+        **{k: v[k] for k in names[1:]},
         "numpy": np.__version__,
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads_per_run": 1,
     }
@@ -615,12 +563,7 @@ def write_report(out: Path, record: dict) -> None:
         "|---|---|---|---|---|---|",
     ]
 
-    def cell(stats, digits=2):
-        return (
-            f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f} "
-            f"[{stats['min']:.{digits}f}, {stats['max']:.{digits}f}]"
-        )
-
+    cell = statistics_cell
     for kind, stats in record["summary"].items():
         lines.append(
             f"| {kind} | {stats['forces_rmse_meV_per_A']['n']} | {cell(stats['wall_s'], 0)} | "
