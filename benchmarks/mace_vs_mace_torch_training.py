@@ -634,6 +634,8 @@ def ema_effect(rows: list[dict]) -> list[dict]:
 
 
 def versions() -> dict:
+    import equitensor
+
     names = ["equitensor", "mace-torch", "e3nn", "torch-ema", "torch_geometric", "matscipy", "vesin", "ase"]
     v = package_versions(names)
     return {
@@ -641,6 +643,8 @@ def versions() -> dict:
         "torch": torch.__version__,
         "equitensor": v["equitensor"],
         "equitensor_commit": git_commit(),
+        # the study may run on a clean checkout of the commit (PYTHONPATH), not the working tree
+        "equitensor_imported_from": str(Path(equitensor.__file__).parent),
         **{k: v[k] for k in names[1:]},
         "numpy": np.__version__,
         "cpu": cpu_model(),
