@@ -217,6 +217,25 @@ class MulIr(_MulIrBase):
     __str__ = __repr__
 
 
+class _SliceByMul:
+    """``Irreps.slice_by_mul``: a slice over the copies of every term, in order."""
+
+    def __init__(self, irreps: Irreps) -> None:
+        self.irreps = irreps
+
+    def __getitem__(self, index: slice) -> Irreps:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError(f"slice_by_mul takes a slice with step 1, got {index!r}")
+        start, stop, _ = index.indices(sum(mul for mul, _ in self.irreps))
+        out, first = [], 0
+        for mul, ir in self.irreps:
+            keep = min(stop, first + mul) - max(start, first)
+            if keep > 0:
+                out.append((keep, ir))
+            first += mul
+        return Irreps(out)
+
+
 class SortResult(NamedTuple):
     """Result of `Irreps.sort`: ``irreps[i] == self[inv[i]]`` and ``self[i] == irreps[p[i]]``."""
 
@@ -269,6 +288,10 @@ class Irreps(tuple):
     ``Irreps([(2 * mul, ir) for mul, ir in irreps])``.
     """
 
+    # e3nn's tools (``e3nn.util.test.assert_equivariant`` and friends) recognise irreps by this
+    # class attribute, so they work on equitensor's modules too.
+    _e3nn_irreps_marker = True
+
     def __new__(cls, irreps: IrrepsLike = None) -> Irreps:
         if isinstance(irreps, Irreps):
             return irreps if type(irreps) is cls else super().__new__(cls, irreps)
@@ -318,6 +341,16 @@ class Irreps(tuple):
         """Slice of the feature axis occupied by each ``MulIr``."""
         ends = list(itertools.accumulate(mul_ir.dim for mul_ir in self))
         return [slice(end - mul_ir.dim, end) for mul_ir, end in zip(self, ends, strict=True)]
+
+    @property
+    def slice_by_mul(self) -> _SliceByMul:
+        """Index the copies one by one across terms: ``irreps.slice_by_mul[a:b]`` keeps copies
+        ``a`` to ``b - 1`` counted over all terms in order (e3nn's ``slice_by_mul``).
+
+        >>> Irreps("10x0e + 2e + 10x1e").slice_by_mul[5:15]
+        5x0e+1x2e+4x1e
+        """
+        return _SliceByMul(self)
 
     def count(self, ir: IrrepLike) -> int:
         """Total multiplicity of ``ir``."""

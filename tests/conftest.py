@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# e3nn's own o3 tests run through tests/e3nn_o3/run.py, in a process of their own where the alias
+# package ``e3nn`` (equitensor's names) replaces the real e3nn; importing it here would clash.
+collect_ignore = ["e3nn_o3"]
+
 FLOAT_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 

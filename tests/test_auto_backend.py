@@ -424,7 +424,7 @@ def test_the_in_principle_subset_is_a_gaunt_product_with_per_degree_edge_weights
     gaunt_out = product(signal(nodes, conv.irreps_node, lmax1), signal(sh_values, conv.irreps_sh, lmax2))
     by_degree = gaunt_out.split([channels * (2 * l + 1) for l in range(lmax3 + 1)], dim=-1)
     expected_blocks = {}
-    for (ins, w), (l1, l2, l3) in zip(conv.product.weight_views(weights), paths):
+    for (_, ins, w), (l1, l2, l3) in zip(conv.product.weight_views(weights, yield_instruction=True), paths):
         ratio = ins.coefficient / (math.sqrt(4 * math.pi) * gaunt_factor(l1, l2, l3))
         block = by_degree[l3].reshape(edges, channels, 2 * l3 + 1)
         expected_blocks[ins.i_out] = (ratio * w.reshape(edges, channels, 1) * block).reshape(edges, -1)

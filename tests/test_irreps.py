@@ -288,3 +288,27 @@ def test_D_shapes():
     assert Irreps("1o + 2e").D_from_matrix(torch.eye(3)).shape == (8, 8)
     a, b, c = rand_angles(5)
     assert Irreps("2x1o").D_from_angles(a, b, c[:1]).shape == (5, 6, 6)
+
+
+def test_slice_by_mul_matches_e3nn():
+    from e3nn import o3 as e3o3
+
+    from equitensor import Irreps
+
+    for irreps, start, stop in [
+        ("10x0e", 1, 4),
+        ("10x0e + 10x1e", 5, 15),
+        ("10x0e + 2e + 10x1e", 5, 15),
+        ("3x1o + 2e", 0, 99),
+    ]:
+        ours = Irreps(irreps).slice_by_mul[start:stop]
+        assert str(ours) == str(e3o3.Irreps(irreps).slice_by_mul[start:stop])
+
+
+def test_irrep_lookup_by_attribute():
+    from equitensor import Irrep
+    from equitensor.o3 import irrep
+
+    assert irrep.l0e == Irrep("0e") and irrep.l1y == Irrep("1o")
+    with pytest.raises(AttributeError, match="l<degree><e|o|y>"):
+        getattr(irrep, "x1o")  # noqa: B009

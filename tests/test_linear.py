@@ -76,3 +76,53 @@ def test_errors():
         Linear("1o", "1o")(torch.randn(2, 4))
     with pytest.raises(ValueError, match="no internal weights"):
         Linear("1o", "1o", shared_weights=False)(torch.randn(2, 3))
+
+
+# ------------------------------------------------------------------ e3nn's Linear API, beyond the numbers
+
+
+@pytest.mark.parametrize("path_normalization", ["element", "path"])
+def test_channel_axes_match_e3nn(path_normalization, float64_default):
+    """``f_in``/``f_out``: an extra channel axis mixed by (f_in, f_out, numel) weights."""
+    irreps_in, irreps_out = "0e + 2x1e + 2e", "3x0e + 1e + 2x2e"
+    kwargs = dict(f_in=4, f_out=3, biases=True, path_normalization=path_normalization)
+    ours, ref = Linear(irreps_in, irreps_out, **kwargs), o3.Linear(irreps_in, irreps_out, **kwargs)
+    assert ours.weight.shape == ref.weight.shape == (4, 3, ref.weight_numel)
+    assert ours.bias.shape == ref.bias.shape
+    with torch.no_grad():
+        ours.weight.copy_(ref.weight)
+        ours.bias.copy_(torch.randn_like(ref.bias))
+        ref.bias.copy_(ours.bias)
+    x = torch.randn(5, 4, Irreps(irreps_in).dim)
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="f_in=4"):
+        ours(torch.randn(5, 2, Irreps(irreps_in).dim))
+
+
+def test_instructions_masks_and_weight_views_match_e3nn(float64_default):
+    args = ("4x0e + 3x1o + 2x0e + 1e", "2x1o + 8x0e + 2e")
+    ours, ref = Linear(*args), o3.Linear(*args)
+    assert [tuple(i) for i in ours.instructions] == [tuple(i) for i in ref.instructions]
+    assert torch.equal(ours.output_mask, ref.output_mask)
+    with torch.no_grad():
+        ours.weight.copy_(ref.weight)
+    for index in range(len(ours.instructions)):
+        assert torch.equal(ours.weight_view_for_instruction(index), ref.weight_view_for_instruction(index))
+    views = list(ours.weight_views(yield_instruction=True))
+    assert [(i, tuple(ins)) for i, ins, _ in views] == [
+        (i, tuple(ins)) for i, ins, _ in ref.weight_views(yield_instruction=True)
+    ]
+    with torch.no_grad():  # the views write into the weights
+        for view in ours.weight_views():
+            view.fill_(2.0)
+    assert torch.all(ours.weight == 2.0)
+    unshared = Linear(*args, shared_weights=False)
+    w = torch.randn(7, unshared.weight_numel)
+    assert unshared.weight_view_for_instruction(1, w).shape == (7, 3, 2)
+    with pytest.raises(ValueError, match="no internal weights"):
+        unshared.weight_view_for_instruction(0)
+
+
+def test_out_of_range_instruction_is_an_index_error():
+    with pytest.raises(IndexError, match=r"instruction \(4, 0\): index out of range"):
+        Linear("4x0e + 3x4o", "1x2e + 4x0e", instructions=[(4, 0)])

@@ -563,11 +563,14 @@ def test_weight_views_match_e3nn(seed):
     w = torch.randn(*(() if case["shared"] else (3,)), ours.weight_numel, dtype=torch.float64)
     with _float64_default():
         theirs = list(ref.weight_views(w, yield_instruction=True))
-    mine = list(ours.weight_views(w))
+        theirs_plain = list(ref.weight_views(w))
+    mine = list(ours.weight_views(w, yield_instruction=True))
     assert len(mine) == len(theirs)
-    for (ins, view), (_, ins_ref, view_ref) in zip(mine, theirs):
-        assert ins.path_shape == tuple(ins_ref.path_shape)
-        assert torch.equal(view, view_ref)
+    for (i, ins, view), (i_ref, ins_ref, view_ref), plain in zip(mine, theirs, ours.weight_views(w)):
+        assert i == i_ref and ins.path_shape == tuple(ins_ref.path_shape)
+        assert torch.equal(view, view_ref) and torch.equal(plain, view_ref)
+        assert torch.equal(ours.weight_view_for_instruction(i, w), ref.weight_view_for_instruction(i, w))
+    assert len(theirs_plain) == len(mine)
 
 
 # -------------------------------------------------------------------------------- 5. gradients
@@ -744,7 +747,7 @@ def test_missing_weights():
         (dict(shared_weights=False), r"no internal weights: pass weight of shape \(\.\.\., 4,\)"),
     ]:
         tp = TensorProduct("2x0e", "1x1o", "2x1o", [(0, 0, 0, "uvw", True)], **kwargs)
-        assert tp.weight is None
+        assert tp.weight.shape == (0,)  # an empty tensor, as e3nn
         with pytest.raises(ValueError, match=match):
             tp(torch.randn(3, 2), torch.randn(3, 3))
 
@@ -764,7 +767,8 @@ def test_weight_defaults_follow_e3nn():
             ours, ref = TensorProduct(*args, **kwargs), o3.TensorProduct(*args, **kwargs)
             assert (ours.shared_weights, ours.internal_weights) == (ref.shared_weights, ref.internal_weights)
         unweighted = TensorProduct("2x1o", "2x1o", "2x0e", [(0, 0, 0, "uuu", False)])
-        assert unweighted.internal_weights is False and unweighted.weight is None
+        ref = o3.TensorProduct("2x1o", "2x1o", "2x0e", [(0, 0, 0, "uuu", False)])
+        assert unweighted.internal_weights is False and unweighted.weight.shape == ref.weight.shape == (0,)
 
 
 FCTP_IRREPS = ("2x0e+2x1o", "1x1o+1x2e", "2x1e+3x1o+1x2e")
@@ -828,3 +832,48 @@ def test_state_dict_round_trip():
 def test_repr_names_irreps_and_backend():
     text = repr(FullyConnectedTensorProduct("2x0e", "1x1o", "2x1o"))
     assert "2x0e x 1x1o -> 2x1o" in text and "backend=cg" in text and "4 weights" in text
+
+
+# ---------------------------------------------------------- e3nn's TensorProduct API, beyond the numbers
+
+
+def test_right_output_mask_and_list_weights_match_e3nn():
+    with _float64_default():
+        args = ("2x0e + 1o + 2e", "0e + 1o", "3x0e + 2x1o + 1e")
+        ours, ref = (
+            FullyConnectedTensorProduct(*args, shared_weights=False),
+            o3.FullyConnectedTensorProduct(*args, shared_weights=False, compile_right=True),
+        )
+        x1, x2 = torch.randn(4, ours.irreps_in1.dim), torch.randn(4, ours.irreps_in2.dim)
+        w = torch.randn(4, ours.weight_numel)
+        torch.testing.assert_close(ours.right(x2, w), ref.right(x2, w), atol=1e-12, rtol=0)
+        torch.testing.assert_close(torch.einsum("zi,zij->zj", x1, ours.right(x2, w)), ours(x1, x2, w))
+        assert torch.equal(ours.output_mask, ref.output_mask)
+        views = [view.clone() for view in ours.weight_views(w)]
+        torch.testing.assert_close(ours(x1, x2, views), ref(x1, x2, w), atol=1e-12, rtol=0)
+        masked = TensorProduct(
+            "0e + 1o", "0e", "0e + 1o + 1e", [(0, 0, 0, "uvw", True), (1, 0, 1, "uvw", True, 0.0)]
+        )
+        assert masked.output_mask.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_e3nn_codegen_switches_are_accepted_and_recorded():
+    tp = TensorProduct(
+        "0e",
+        "0e",
+        "0e",
+        [(0, 0, 0, "uvw", True)],
+        compile_left_right=False,
+        compile_right=True,
+        _specialized_code=False,
+        _optimize_einsums=False,
+    )
+    assert tp._specialized_code is False and tp._optimize_einsums is False
+    assert tp.right(torch.ones(1)).shape == (1, 1)
+
+
+def test_impossible_instructions_are_value_and_assertion_errors():
+    """e3nn asserts the selection rules and e3nn code catches AssertionError; ours is both."""
+    for error in (ValueError, AssertionError):
+        with pytest.raises(error, match="parity violation"):
+            TensorProduct("0e", "0e", "0o", [(0, 0, 0, "uvw", True)])

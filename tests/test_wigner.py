@@ -188,3 +188,31 @@ def test_wigner_D_twice_differentiable():
     f = lambda a, b, c: o3.wigner_D(3, a, b, c)  # noqa: E731
     assert torch.autograd.gradcheck(f, abc)
     assert torch.autograd.gradgradcheck(f, abc)
+
+
+@pytest.mark.parametrize("j", [0, 0.5, 1, 1.5, 2, 2.5, 3])
+def test_su2_generators_match_e3nn_and_real_basis(j):
+    from e3nn import o3 as e3o3
+
+    from equitensor.o3 import change_basis_real_to_complex, so3_generators, su2_generators
+
+    X = su2_generators(j, dtype=torch.float64)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn builds them in the default dtype
+    try:
+        ref = e3o3.su2_generators(j)
+    finally:
+        torch.set_default_dtype(old)
+    torch.testing.assert_close(X, ref.to(X.dtype), atol=1e-14, rtol=0)
+    torch.testing.assert_close(X[0] @ X[1] - X[1] @ X[0], X[2], atol=1e-12, rtol=0)
+    if j == int(j):  # the complex basis of integer spin is the real basis, changed
+        Q = change_basis_real_to_complex(int(j), dtype=torch.float64)
+        real = so3_generators(int(j), dtype=torch.float64).to(X.dtype)
+        torch.testing.assert_close(Q.conj().T @ X @ Q, real, atol=1e-12, rtol=0)
+
+
+def test_su2_generators_refuse_other_spins():
+    from equitensor.o3 import su2_generators
+
+    with pytest.raises(ValueError, match="half integer"):
+        su2_generators(0.3)

@@ -1,10 +1,14 @@
-"""Rotations of R^3: matrices, YXY Euler angles, and points on the sphere.
+"""Rotations of R^3 in every parametrisation e3nn has: matrices, YXY Euler angles, unit
+quaternions, axis-angle pairs, and points on the sphere.
 
 Conventions are e3nn's so that the two libraries agree number for number:
 ``R(alpha, beta, gamma) = matrix_y(alpha) @ matrix_x(beta) @ matrix_y(gamma)`` (gamma is applied
 first), and the polar axis of the sphere is **y**: ``angles_to_xyz(alpha, beta)`` is
 ``R(alpha, beta, 0) @ e_y``. Random rotations are Haar distributed and consume the random
 generator in the same order as e3nn, so a given seed gives the same rotations in both libraries.
+Quaternions are ``(w, x, y, z)`` (scalar first, unit norm); an axis-angle pair is a unit axis
+``(..., 3)`` and an angle ``(...)`` (right-handed). ``compose_*(first_args..., second_args...)``
+is the rotation ``R1 @ R2`` (the second applied first), as in e3nn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,25 @@ import torch
 __all__ = [
     "rand_matrix",
     "rand_angles",
+    "identity_angles",
+    "compose_angles",
+    "inverse_angles",
+    "rand_quaternion",
+    "identity_quaternion",
+    "compose_quaternion",
+    "inverse_quaternion",
+    "rand_axis_angle",
+    "compose_axis_angle",
+    "angles_to_quaternion",
+    "angles_to_axis_angle",
+    "matrix_to_quaternion",
+    "matrix_to_axis_angle",
+    "quaternion_to_matrix",
+    "quaternion_to_angles",
+    "quaternion_to_axis_angle",
+    "axis_angle_to_matrix",
+    "axis_angle_to_angles",
+    "axis_angle_to_quaternion",
     "angles_to_matrix",
     "matrix_to_angles",
     "xyz_to_angles",
@@ -109,3 +132,179 @@ def rand_matrix(
     """Haar-random rotation matrices of shape ``(*shape, 3, 3)``."""
     R = angles_to_matrix(*rand_angles(*shape, dtype=dtype, device=device))
     return R.detach().requires_grad_(requires_grad)
+
+
+def identity_angles(
+    *shape: int, requires_grad: bool = False, dtype: torch.dtype | None = None, device=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Euler angles of the identity rotation (three zero tensors of shape ``shape``)."""
+    return tuple(
+        torch.zeros(shape, dtype=dtype, device=device).requires_grad_(requires_grad) for _ in range(3)
+    )
+
+
+def compose_angles(a1, b1, c1, a2, b2, c2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Euler angles of ``R(a1, b1, c1) @ R(a2, b2, c2)``.
+
+    >>> import torch
+    >>> a = rand_angles(4, dtype=torch.float64)
+    >>> c = compose_angles(*a, *inverse_angles(*a))
+    >>> torch.allclose(angles_to_matrix(*c), torch.eye(3, dtype=torch.float64), atol=1e-12)
+    True
+    """
+    return matrix_to_angles(angles_to_matrix(a1, b1, c1) @ angles_to_matrix(a2, b2, c2))
+
+
+def inverse_angles(a, b, c) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Euler angles of the inverse rotation: ``R(a, b, c)^-1 = R(-c, -b, -a)``."""
+    return -c, -b, -a
+
+
+def identity_quaternion(
+    *shape: int, requires_grad: bool = False, dtype: torch.dtype | None = None, device=None
+) -> torch.Tensor:
+    """The identity quaternion ``(1, 0, 0, 0)``, shape ``(*shape, 4)``."""
+    q = torch.zeros(*shape, 4, dtype=dtype, device=device)
+    q[..., 0] = 1
+    return q.requires_grad_(requires_grad)
+
+
+def rand_quaternion(
+    *shape: int, requires_grad: bool = False, dtype: torch.dtype | None = None, device=None
+) -> torch.Tensor:
+    """Haar-random unit quaternions ``(*shape, 4)`` (from :func:`rand_angles`, as e3nn)."""
+    q = angles_to_quaternion(*rand_angles(*shape, dtype=dtype, device=device))
+    return q.detach().requires_grad_(requires_grad)
+
+
+def compose_quaternion(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """The Hamilton product ``q1 q2``: the rotation ``q2`` followed by ``q1``."""
+    q1, q2 = torch.broadcast_tensors(q1, q2)
+    w1, v1 = q1[..., :1], q1[..., 1:]
+    w2, v2 = q2[..., :1], q2[..., 1:]
+    w = w1 * w2 - (v1 * v2).sum(-1, keepdim=True)
+    v = w1 * v2 + w2 * v1 + torch.linalg.cross(v1, v2, dim=-1)
+    return torch.cat([w, v], dim=-1)
+
+
+def inverse_quaternion(q: torch.Tensor) -> torch.Tensor:
+    """The inverse of unit quaternions: their conjugate ``(w, -x, -y, -z)``."""
+    return torch.cat([q[..., :1], -q[..., 1:]], dim=-1)
+
+
+def rand_axis_angle(
+    *shape: int, requires_grad: bool = False, dtype: torch.dtype | None = None, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Haar-random rotations as ``(axis (*shape, 3), angle (*shape))`` (from :func:`rand_angles`)."""
+    axis, angle = angles_to_axis_angle(*rand_angles(*shape, dtype=dtype, device=device))
+    return axis.detach().requires_grad_(requires_grad), angle.detach().requires_grad_(requires_grad)
+
+
+def compose_axis_angle(axis1, angle1, axis2, angle2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis-angle of the rotation ``(axis2, angle2)`` followed by ``(axis1, angle1)``."""
+    q = compose_quaternion(axis_angle_to_quaternion(axis1, angle1), axis_angle_to_quaternion(axis2, angle2))
+    return quaternion_to_axis_angle(q)
+
+
+def axis_angle_to_quaternion(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions ``(cos(angle/2), sin(angle/2) axis)``; the axis is normalised first."""
+    axis = torch.nn.functional.normalize(axis, dim=-1)
+    half = angle[..., None] / 2
+    return torch.cat([half.cos(), half.sin() * axis], dim=-1)
+
+
+def quaternion_to_axis_angle(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis (unit; zero for the identity) and angle in [0, 2 pi] of unit quaternions."""
+    angle = 2 * torch.atan2(q[..., 1:].norm(dim=-1), q[..., 0])
+    return torch.nn.functional.normalize(q[..., 1:], dim=-1), angle
+
+
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``(..., 3, 3)`` of unit quaternions ``(..., 4)``.
+
+    >>> import torch
+    >>> q = axis_angle_to_quaternion(torch.tensor([0.0, 0.0, 1.0]), torch.tensor(math.pi / 2))
+    >>> quaternion_to_matrix(q).round(decimals=6) @ torch.tensor([1.0, 0.0, 0.0])
+    tensor([0., 1., 0.])
+    """
+    w, x, y, z = q.unbind(-1)
+    rows = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+
+def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions (w >= 0) of rotation matrices, accurate at every angle: each component
+    is read from the matrix's diagonal where it is largest and the others from the off-diagonals
+    divided by it (never by a small number)."""
+    r = R.unbind(-1)
+    r = [c.unbind(-1) for c in r]  # r[j][i] = R[..., i, j]
+    m = [[r[j][i] for j in range(3)] for i in range(3)]
+    trace = m[0][0] + m[1][1] + m[2][2]
+    # Four candidates, one per largest component; each row is 4 * that component * q.
+    candidates = torch.stack(
+        [
+            torch.stack([1 + trace, m[2][1] - m[1][2], m[0][2] - m[2][0], m[1][0] - m[0][1]], -1),
+            torch.stack(
+                [m[2][1] - m[1][2], 1 + m[0][0] - m[1][1] - m[2][2], m[0][1] + m[1][0], m[0][2] + m[2][0]], -1
+            ),
+            torch.stack(
+                [m[0][2] - m[2][0], m[0][1] + m[1][0], 1 - m[0][0] + m[1][1] - m[2][2], m[1][2] + m[2][1]], -1
+            ),
+            torch.stack(
+                [m[1][0] - m[0][1], m[0][2] + m[2][0], m[1][2] + m[2][1], 1 - m[0][0] - m[1][1] + m[2][2]], -1
+            ),
+        ],
+        dim=-2,
+    )
+    diagonal = torch.stack(
+        [
+            1 + trace,
+            1 + m[0][0] - m[1][1] - m[2][2],
+            1 - m[0][0] + m[1][1] - m[2][2],
+            1 - m[0][0] - m[1][1] + m[2][2],
+        ],
+        -1,
+    )
+    best = diagonal.argmax(dim=-1, keepdim=True)
+    q = candidates.gather(-2, best[..., None].expand(*best.shape[:-1], 1, 4)).squeeze(-2)
+    q = torch.nn.functional.normalize(q, dim=-1)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def axis_angle_to_matrix(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices by ``angle`` about ``axis`` (right-handed; the axis is normalised)."""
+    return quaternion_to_matrix(axis_angle_to_quaternion(axis, angle))
+
+
+def matrix_to_axis_angle(R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis and angle in [0, pi] of rotation matrices."""
+    return quaternion_to_axis_angle(matrix_to_quaternion(R))
+
+
+def angles_to_quaternion(alpha, beta, gamma) -> torch.Tensor:
+    """Unit quaternions of YXY Euler angles."""
+    alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
+    e_x, e_y = alpha.new_tensor([1.0, 0.0, 0.0]), alpha.new_tensor([0.0, 1.0, 0.0])
+    qa, qb, qc = (axis_angle_to_quaternion(e, t) for e, t in ((e_y, alpha), (e_x, beta), (e_y, gamma)))
+    return compose_quaternion(qa, compose_quaternion(qb, qc))
+
+
+def angles_to_axis_angle(alpha, beta, gamma) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis-angle pairs of YXY Euler angles."""
+    return matrix_to_axis_angle(angles_to_matrix(alpha, beta, gamma))
+
+
+def quaternion_to_angles(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YXY Euler angles of unit quaternions."""
+    return matrix_to_angles(quaternion_to_matrix(q))
+
+
+def axis_angle_to_angles(
+    axis: torch.Tensor, angle: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """YXY Euler angles of axis-angle pairs."""
+    return matrix_to_angles(axis_angle_to_matrix(axis, angle))

@@ -255,12 +255,13 @@ def _spherical_harmonics(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, 
 class SphericalHarmonics(torch.nn.Module):
     """Module form of :func:`spherical_harmonics` with fixed degrees and options.
 
-    ``irreps_in`` ('1o' vector or '1e' pseudovector) and ``irreps_out`` are exposed as in e3nn.
+    The arguments are e3nn's: ``irreps_out`` (degrees as an int, a list of ints, or irreps),
+    ``irreps_in`` ('1o' vector or '1e' pseudovector).
     """
 
     def __init__(
         self,
-        ls: int | Sequence[int] | str | Any,
+        irreps_out: int | Sequence[int] | str | Any,
         normalize: bool,
         normalization: str = "integral",
         irreps_in: Any = None,
@@ -276,7 +277,7 @@ class SphericalHarmonics(torch.nn.Module):
             if irreps_in not in (Irreps("1o"), Irreps("1e")):
                 raise ValueError(f"irreps_in must be '1o' (vector) or '1e' (pseudovector), got {irreps_in}")
             p_given = irreps_in[0].ir.p
-        parsed, p_in = _parse_ls(ls, p_given)
+        parsed, p_in = _parse_ls(irreps_out, p_given)
         self.ls = tuple(parsed)
         self.normalize = bool(normalize)
         self.normalization = normalization

@@ -230,6 +230,31 @@ def _so3_generators_f64(l: int) -> torch.Tensor:
     return X.contiguous()
 
 
+def su2_generators(j: float, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """Complex anti-Hermitian generators (3, 2j+1, 2j+1) of SU(2) in spin ``j`` (integer or half
+    integer), e3nn's: ``(-i J_y, i J_z, i J_x)`` in the standard basis ``|j, m>``, m = -j..j, so that
+    ``[X0, X1] = X2`` cyclically; for integer j, ``Q^H X Q`` (Q from
+    :func:`change_basis_real_to_complex`) is :func:`so3_generators`. ``dtype`` is the real dtype
+    whose complex counterpart is returned.
+
+    >>> X = su2_generators(0.5)
+    >>> torch.allclose(X[0] @ X[1] - X[1] @ X[0], X[2])
+    True
+    """
+    if j < 0 or (2 * j) % 1:
+        raise ValueError(f"su2_generators: j must be a non-negative integer or half integer, got {j}")
+    m = torch.arange(-j, j + 1, dtype=torch.float64)
+    up = torch.sqrt(j * (j + 1) - m[:-1] * (m[:-1] + 1))  # <m+1| J+ |m>
+    j_plus = torch.diag(up, -1).to(torch.complex128)
+    j_minus = j_plus.T
+    j_x, j_y = (j_plus + j_minus) / 2, (j_plus - j_minus) / 2j
+    j_z = torch.diag(m).to(torch.complex128)
+    X = torch.stack([-1j * j_y, 1j * j_z, 1j * j_x])
+    dtype = dtype or torch.get_default_dtype()
+    cdtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(dtype, dtype)
+    return X.to(dtype=cdtype, device=device)
+
+
 def so3_generators(l: int, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
     """Real antisymmetric generators (3, 2l+1, 2l+1) of rotations about x, y, z in e3nn's basis.
 

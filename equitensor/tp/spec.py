@@ -11,11 +11,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod, sqrt
 
+import torch
+
 from equitensor.irreps import Irreps
 
 CONNECTION_MODES = ("uvw", "uvu", "uvv", "uuw", "uuu", "uvuv", "uvu<v", "u<vw")
 IRREP_NORMALIZATIONS = ("component", "norm", "none")
 PATH_NORMALIZATIONS = ("element", "path", "none")
+
+
+class InstructionError(ValueError, AssertionError):
+    """An instruction that cannot be built (index, mode, selection rule, multiplicities).
+
+    A ``ValueError``; also an ``AssertionError`` because e3nn asserts these conditions and e3nn
+    code (its own tests among it) catches ``AssertionError`` to skip impossible paths.
+    """
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,7 @@ class TensorProductSpec:
 def _validate(ins: tuple, irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Irreps) -> tuple:
     """Check one instruction tuple; return it with ``path_weight`` filled in."""
     if len(ins) not in (5, 6):
-        raise ValueError(
+        raise InstructionError(
             f"instruction {ins!r}: expected (i_in1, i_in2, i_out, mode, has_weight[, path_weight])"
         )
     i1, i2, io, mode, has_weight = ins[:5]
@@ -196,17 +206,26 @@ def _validate(ins: tuple, irreps_in1: Irreps, irreps_in2: Irreps, irreps_out: Ir
         ("i_out", io, irreps_out),
     ):
         if not isinstance(index, int) or not 0 <= index < len(irreps):
-            raise ValueError(f"instruction {ins!r}: {name}={index!r} is not a block index of {irreps}")
+            raise InstructionError(f"instruction {ins!r}: {name}={index!r} is not a block index of {irreps}")
     if mode not in CONNECTION_MODES:
-        raise ValueError(
+        raise InstructionError(
             f"instruction {ins!r}: unknown connection mode {mode!r}; expected one of {CONNECTION_MODES}"
         )
     (mul1, ir1), (mul2, ir2), (mul_out, ir_out) = irreps_in1[i1], irreps_in2[i2], irreps_out[io]
     if ir1.p * ir2.p != ir_out.p:
-        raise ValueError(f"instruction {ins!r}: parity violation, {ir1} x {ir2} cannot give {ir_out}")
+        raise InstructionError(f"instruction {ins!r}: parity violation, {ir1} x {ir2} cannot give {ir_out}")
     if not abs(ir1.l - ir2.l) <= ir_out.l <= ir1.l + ir2.l:
-        raise ValueError(f"instruction {ins!r}: triangle violation, {ir1} x {ir2} cannot give {ir_out}")
+        raise InstructionError(f"instruction {ins!r}: triangle violation, {ir1} x {ir2} cannot give {ir_out}")
     problem = _check_multiplicities(mode, bool(has_weight), mul1, mul2, mul_out)
     if problem:
-        raise ValueError(f"instruction {ins!r}: {problem}")
+        raise InstructionError(f"instruction {ins!r}: {problem}")
     return (i1, i2, io, mode, bool(has_weight), path_weight)
+
+
+def output_mask(irreps_out: Irreps, instructions: Sequence) -> torch.Tensor:
+    """e3nn's ``output_mask``: 1.0 on the output components some path writes (a path of non-zero
+    weight and no zero multiplicity), 0.0 elsewhere; ``instructions`` are records with ``i_out``,
+    ``path_shape`` and ``path_weight``."""
+    written = {ins.i_out for ins in instructions if ins.path_weight != 0 and 0 not in ins.path_shape}
+    parts = [torch.full((mul * ir.dim,), float(i in written)) for i, (mul, ir) in enumerate(irreps_out)]
+    return torch.cat(parts) if parts else torch.ones(0)

@@ -11,7 +11,7 @@ from torch import nn
 from equitensor.irreps import Irreps, IrrepsLike
 from equitensor.tp.backends import make_executor
 from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
-from equitensor.tp.spec import Instruction, TensorProductSpec
+from equitensor.tp.spec import TensorProductSpec, output_mask
 
 
 def _check_last_dim(name: str, x: torch.Tensor, irreps: Irreps) -> None:
@@ -32,7 +32,12 @@ class TensorProduct(nn.Module):
     Called as ``tp(x1, x2, weight=None)``; leading dimensions broadcast. ``weight`` has shape
     ``(weight_numel,)`` when ``shared_weights`` and ``(..., weight_numel)`` otherwise.
     ``backend_options`` go to the backend's builder (e.g. ``{"rank": 8, "allow_approximate":
-    True}`` for ``cp``).
+    True}`` for ``cp``). As in e3nn, ``weight`` may also be a list of per-path tensors, ``.weight``
+    is an empty tensor when there are no internal weights, ``output_mask`` marks the outputs some
+    path writes, and ``right(x2)`` gives the matrix of the map ``x1 -> tp(x1, x2)``. e3nn's
+    code-generation switches (``compile_left_right``, ``compile_right``, ``_specialized_code``,
+    ``_optimize_einsums``) are accepted and have no effect: nothing is generated, ``right`` always
+    works.
 
     ``backend="auto"`` picks the fastest backend that computes the spec exactly (never an
     approximate one), measured once per spec, dtype and device and cached (see
@@ -59,8 +64,15 @@ class TensorProduct(nn.Module):
         backend: str = "cg",
         backend_options: dict | None = None,
         device: torch.device | str | None = None,
+        compile_left_right: bool = True,
+        compile_right: bool = False,
+        _specialized_code: bool | None = None,
+        _optimize_einsums: bool | None = None,
     ) -> None:
         super().__init__()
+        # e3nn's switches, recorded for code that reads them back; nothing depends on them here.
+        self._specialized_code = True if _specialized_code is None else _specialized_code
+        self._optimize_einsums = True if _optimize_einsums is None else _optimize_einsums
         self.spec = TensorProductSpec.build(
             irreps_in1,
             irreps_in2,
@@ -93,7 +105,9 @@ class TensorProduct(nn.Module):
         if internal_weights and self.weight_numel > 0:
             self.weight = nn.Parameter(torch.randn(self.weight_numel, device=device))
         else:
-            self.register_parameter("weight", None)
+            self.register_buffer("weight", torch.empty(0, device=device), persistent=False)
+        mask = output_mask(self.irreps_out, self.spec.instructions).to(device)
+        self.register_buffer("output_mask", mask, persistent=False)
 
     irreps_in1 = property(lambda self: self.spec.irreps_in1)
     irreps_in2 = property(lambda self: self.spec.irreps_in2)
@@ -120,14 +134,18 @@ class TensorProduct(nn.Module):
         self.executor = make_executor(choice.backend, self.spec)
         self.backend, self.backend_choice = choice.backend, choice
 
-    def _weight(self, weight: torch.Tensor | None) -> torch.Tensor | None:
+    def _weight(self, weight: torch.Tensor | Sequence[torch.Tensor] | None) -> torch.Tensor | None:
         if weight is None:
-            if self.weight_numel > 0 and not self.internal_weights:
+            if self.weight_numel == 0:
+                return None
+            if not self.internal_weights:
                 raise ValueError(
                     f"this TensorProduct has no internal weights: pass weight of shape "
                     f"{'(' if self.shared_weights else '(..., '}{self.weight_numel},)"
                 )
             return self.weight
+        if isinstance(weight, (list, tuple)):
+            weight = self._concatenate(weight)
         if self.shared_weights and weight.shape != (self.weight_numel,):
             raise ValueError(f"weight must have shape ({self.weight_numel},), got {tuple(weight.shape)}")
         if not self.shared_weights and (weight.dim() < 1 or weight.shape[-1] != self.weight_numel):
@@ -151,15 +169,66 @@ class TensorProduct(nn.Module):
         out = self.executor(x1, x2, weight)
         return out.reshape(batch + (self.irreps_out.dim,))
 
-    def weight_views(self, weight: torch.Tensor | None = None) -> Iterator[tuple[Instruction, torch.Tensor]]:
-        """Yield ``(instruction, weight view of shape (..., *path_shape))`` for weighted paths."""
+    def _concatenate(self, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One flat weight tensor from one tensor per weighted path (e3nn's list form)."""
+        weighted = [ins for ins in self.spec.instructions if ins.has_weight]
+        if len(weights) != len(weighted):
+            raise ValueError(
+                f"weight is a list of {len(weights)} tensors; this product has {len(weighted)} weighted paths"
+            )
+        leads = []
+        for ins, w in zip(weighted, weights):
+            leads.append(w.shape[: w.dim() - len(ins.path_shape)])
+            if w.shape[len(leads[-1]) :] != ins.path_shape:
+                raise ValueError(
+                    f"a path's weight must have shape (..., *{ins.path_shape}), got {tuple(w.shape)}"
+                )
+        lead = torch.broadcast_shapes(*leads)
+        return torch.cat(
+            [
+                w.expand(lead + ins.path_shape).reshape(lead + (ins.weight_numel,))
+                for ins, w in zip(weighted, weights)
+            ],
+            dim=-1,
+        )
+
+    def weight_view_for_instruction(
+        self, instruction: int, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The ``(..., *path_shape)`` view of path ``instruction``'s weights inside ``weight``
+        (default: the module's own); writing into it changes the weights."""
+        ins = self.spec.instructions[instruction]
+        if not ins.has_weight:
+            raise ValueError(f"instruction {instruction} ({ins.connection_mode}) has no weights")
         weight = self._weight(weight)
-        offset = 0
-        for ins in self.spec.instructions:
+        offset = sum(i.weight_numel for i in self.spec.instructions[:instruction])
+        return weight.narrow(-1, offset, ins.weight_numel).view(weight.shape[:-1] + ins.path_shape)
+
+    def weight_views(self, weight: torch.Tensor | None = None, yield_instruction: bool = False) -> Iterator:
+        """The weight view of every weighted path, in order (as e3nn: ``(index, instruction,
+        view)`` triples with ``yield_instruction=True``)."""
+        for index, ins in enumerate(self.spec.instructions):
             if ins.has_weight:
-                flat = weight[..., offset : offset + ins.weight_numel]
-                offset += ins.weight_numel
-                yield ins, flat.reshape(flat.shape[:-1] + ins.path_shape)
+                view = self.weight_view_for_instruction(index, weight)
+                yield (index, ins, view) if yield_instruction else view
+
+    def right(self, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The matrix ``(..., irreps_in1.dim, irreps_out.dim)`` of the linear map
+        ``x1 -> tp(x1, x2, weight)``: ``tp(x1, x2) == x1 @ tp.right(x2)`` (the product is linear
+        in x1, so row i is the product of the i-th basis vector with x2).
+
+        >>> import torch
+        >>> tp = FullyConnectedTensorProduct("2x1o", "1o", "0e + 1e")
+        >>> x1, x2 = torch.randn(4, 6), torch.randn(4, 3)
+        >>> torch.allclose(tp(x1, x2), torch.einsum("zi,zij->zj", x1, tp.right(x2)), atol=1e-6)
+        True
+        """
+        _check_last_dim("x2", x2, self.irreps_in2)
+        weight = self._weight(weight)
+        if weight is not None and not self.shared_weights:
+            weight = weight[..., None, :]
+        basis = torch.eye(self.irreps_in1.dim, dtype=x2.dtype, device=x2.device)
+        return self(basis, x2[..., None, :], weight)
 
 
 def _filter(filter_ir_out):

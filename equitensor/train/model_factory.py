@@ -187,8 +187,8 @@ def grow_elements(old: nn.Module, new: nn.Module) -> list[str]:
                     offset_new, offset_old = offset_new + size_new, offset_old + size_old
                 grown.add(prefix + "weight")
             elif isinstance(module, TensorProduct) and module.spec.irreps_in2 != previous.spec.irreps_in2:
-                for (ins, view_new), (ins_old, view_old) in zip(
-                    module.weight_views(), previous.weight_views()
+                for (_, ins, view_new), (_, ins_old, view_old) in zip(
+                    module.weight_views(yield_instruction=True), previous.weight_views(yield_instruction=True)
                 ):
                     _element_rows(view_old, view_new, count, 1, ins_old.coefficient / ins.coefficient)
                 grown.add(prefix + "weight")
