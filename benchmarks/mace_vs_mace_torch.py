@@ -59,7 +59,7 @@ def structures(case: str) -> list:
 
 
 def make_graph(case: str, dtype: torch.dtype):
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
 
     return batch_graphs([graph_from_atoms(a, HYPERPARAMETERS["r_max"], dtype) for a in structures(case)])
 

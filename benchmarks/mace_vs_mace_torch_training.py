@@ -413,7 +413,7 @@ def reference(frames: list[Atoms], with_stress: bool) -> dict:
 
 def predict(forward, frames: list[Atoms], r_max: float, dtype: torch.dtype, batch: int = 10) -> dict:
     """Energies, forces (and stress) of ``frames`` in float64 numpy: ``forward(graph)`` -> dict."""
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.graph import batch_graphs
 
     parts: dict[str, list] = {}

@@ -53,7 +53,7 @@ def with_matscipy(atoms: Atoms, r_max: float) -> Pairs:
 
 def vesin_runner(n_threads: int) -> Callable[[Atoms, float], Pairs]:
     """vesin with ``n_threads`` (0: its own choice, all cores); one calculator per cutoff, reused
-    as equitensor.datasets.graphs does."""
+    as equitensor.datasets.atoms_to_graph does."""
     calculators: dict[float, vesin.NeighborList] = {}
 
     def with_vesin(atoms: Atoms, r_max: float) -> Pairs:

@@ -47,7 +47,7 @@ import torch
 from ase.build import bulk
 from side_by_side import machine, result_rows, round_robin, write_results
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import batch_graphs
 from equitensor.interop.torchmd_net import gradients_as_ours, torchmd_net_inputs, torchmd_net_model
 from equitensor.models import TensorNet

@@ -365,7 +365,7 @@ def predict(model_fn, frames) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ours_predictor(model):
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
 
     dtype = next(model.parameters()).dtype
 

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mace_vs_mace_torch import BOTNET, ELEMENTS, HYPERPARAMETERS, versions, write_results  # noqa: E402
 
-from equitensor.datasets.graphs import graph_from_atoms  # noqa: E402
+from equitensor.datasets.atoms_to_graph import graph_from_atoms  # noqa: E402
 from equitensor.graph import batch_graphs  # noqa: E402
 from equitensor.interop.mace_torch import (  # noqa: E402
     load_mace_torch_weights,

@@ -3,8 +3,8 @@ generated EMT data, and the small default data set shipped with the package."""
 
 from pathlib import Path
 
-from equitensor.datasets.e0s import compute_e0s, fit_e0s, isolated_atom_energies, split_isolated_atoms
-from equitensor.datasets.graph_data import (
+from equitensor.datasets.atoms_to_graph import graph_from_atoms, graph_from_pairs, neighbour_list
+from equitensor.datasets.batching import (
     GraphBatch,
     GraphDataset,
     Labels,
@@ -12,7 +12,7 @@ from equitensor.datasets.graph_data import (
     batch_labels,
     collate_graphs,
 )
-from equitensor.datasets.graphs import graph_from_atoms, graph_from_pairs, neighbour_list
+from equitensor.datasets.e0s import compute_e0s, fit_e0s, isolated_atom_energies, split_isolated_atoms
 from equitensor.datasets.reading import (
     DatasetError,
     LabelledStructure,

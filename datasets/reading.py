@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.io import iread
 from ase.stress import voigt_6_to_full_3x3_stress
 
-from equitensor.datasets.graphs import neighbour_list
+from equitensor.datasets.atoms_to_graph import neighbour_list
 from equitensor.errors import InputError
 
 LABELS = ("energy", "forces", "stress", "virials")

@@ -2,11 +2,11 @@
 
 :func:`write_store` streams the frames of an extxyz (or any ASE-readable) file through the reader's
 checks (:func:`~equitensor.datasets.reading.iter_structures`), builds each graph once with
-:func:`~equitensor.datasets.graphs.graph_from_atoms`, and appends ``chunk`` structures at a time to
+:func:`~equitensor.datasets.atoms_to_graph.graph_from_atoms`, and appends ``chunk`` structures at a time to
 resizable HDF5 datasets, so memory stays bounded however large the input. The normalisation
 statistics are accumulated on the way (the E0 least squares through its normal equations) and
 finished by one pass over the stored energies. :class:`StoredGraphDataset` serves the structures
-exactly as :class:`~equitensor.datasets.graph_data.GraphDataset` does, opening the file once per
+exactly as :class:`~equitensor.datasets.batching.GraphDataset` does, opening the file once per
 process so that DataLoader workers can share it.
 
 Layout (S structures, N atoms, E edges; each structure row points into the atom and edge tables)::
@@ -38,14 +38,14 @@ from ase.data import chemical_symbols
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
+from equitensor.datasets.batching import GraphBatch, Labels, labels_of
 from equitensor.datasets.e0s import (
     e0s_covering,
     is_isolated_atom,
     isolated_atom_energies,
     least_squares_sentence,
 )
-from equitensor.datasets.graph_data import GraphBatch, Labels, labels_of
-from equitensor.datasets.graphs import graph_from_atoms
 from equitensor.datasets.reading import LABELS, DatasetError, LabelledStructure, iter_structures
 from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph
@@ -433,7 +433,7 @@ def _versions() -> dict[str, str]:
 class StoredGraphDataset(Dataset):
     """The structures of an HDF5 store as one-structure :class:`GraphBatch` items, read on demand.
 
-    Same interface as :class:`~equitensor.datasets.graph_data.GraphDataset` (``len``, items,
+    Same interface as :class:`~equitensor.datasets.batching.GraphDataset` (``len``, items,
     ``num_atoms``, ``num_edges``, ``average_num_neighbours()``, ``r_max``, ``dtype``) and the same
     items, plus ``statistics`` (:class:`StoreStatistics`), ``provenance`` (dict),
     ``is_isolated_atom`` (bool per item) and :meth:`subset`. Give ``r_max`` to check that the store

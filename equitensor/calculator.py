@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch import nn
 
-from equitensor.datasets.graphs import graph_from_pairs
+from equitensor.datasets.atoms_to_graph import graph_from_pairs
 from equitensor.errors import InputError
 from equitensor.graph import batch_graphs
 from equitensor.serialization import load_model, parameter_dtype

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 
-from equitensor.datasets.graphs import effective_box, neighbour_list
+from equitensor.datasets.atoms_to_graph import effective_box, neighbour_list
 
 
 def canonical_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -376,7 +376,7 @@ def test_growing_the_element_set_keeps_the_old_elements(kind):
     count) and runs on the new element."""
     from ase.build import bulk, molecule
 
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.models import MACE, TensorNet
     from equitensor.train.model_factory import grow_elements
 
@@ -433,7 +433,7 @@ def test_deterministic_training_is_bit_identical_with_two_threads(tmp_path, data
     (without it forces differed by ~1e-6: a multi-threaded scatter sums in a varying order)."""
     from ase.build import bulk
 
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.models import MACE
 
     calls = []

@@ -8,7 +8,7 @@ import torch
 from ase.build import bulk, molecule
 from torch.export import Dim, export
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import AtomicGraph
 from equitensor.models import MACE, TensorNet
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ase.build import bulk
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.interop import mace_torch as bridge
 from equitensor.models import MACE
 from equitensor.nn import SymmetricContraction

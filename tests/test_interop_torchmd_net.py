@@ -15,7 +15,7 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.models import TensorNet
 
 tn = pytest.importorskip("torchmdnet.models.tensornet", reason="torchmd-net is not installed")

@@ -151,7 +151,7 @@ def test_force_hessian_is_symmetric_and_equals_cg(backend, product_backend):
     model's Hessian with the same weights."""
     from ase.build import molecule
 
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.models import MACE
 
     kwargs = dict(

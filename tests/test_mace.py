@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.build import molecule
 
 from equitensor import load_model, rand_matrix, save_model
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import AtomicGraph, batch_graphs
 from equitensor.interop.mace_torch import load_mace_torch_weights
 from equitensor.models import MACE

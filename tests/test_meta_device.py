@@ -12,7 +12,7 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import batch_graphs
 from equitensor.models import MACE, TensorNet
 from equitensor.nn import SymmetricContraction

@@ -352,7 +352,7 @@ def test_structures_without_edges_or_nodes():
     reference.load_state_dict(model.state_dict())
     from ase import Atoms
 
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
 
     lonely = graph_from_atoms(Atoms("O", positions=[[0.0, 0.0, 0.0]]), 3.0, torch.float64)
     torch.testing.assert_close(model(lonely)["energy"], reference(lonely)["energy"], rtol=1e-12, atol=1e-12)

@@ -25,7 +25,7 @@ from equitensor.datasets import (
     split_isolated_atoms,
 )
 from equitensor.datasets import store as store_module
-from equitensor.datasets.graph_data import Labels
+from equitensor.datasets.batching import Labels
 from equitensor.datasets.reading import iter_structures
 from equitensor.datasets.store import StoredGraphDataset, write_store
 from equitensor.graph import AtomicGraph

@@ -12,7 +12,7 @@ from ase.build import molecule
 
 import equitensor
 from equitensor import rand_matrix
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import AtomicGraph, batch_graphs
 from equitensor.models import TensorNet
 

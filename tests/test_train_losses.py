@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from equitensor.datasets import GraphBatch, batch_labels, collate_graphs
-from equitensor.datasets.graph_data import labels_of
+from equitensor.datasets.batching import labels_of
 from equitensor.datasets.reading import LabelledStructure
 from equitensor.graph import AtomicGraph
 from equitensor.train.distributed import DistributedContext

@@ -626,7 +626,7 @@ def model_case(
 ) -> Case:
     """Whole-model energy and forces for ``mace`` (lmax = max_ell, on each conv backend) or
     ``tensornet`` (no backends, lmax unused)."""
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.models import MACE, TensorNet
 
     structure = atoms_for(system, atoms, molecule, seed)

@@ -391,7 +391,7 @@ def mace_from_mace_torch(theirs: nn.Module, check_tolerance: float = 1e-8) -> nn
     coefficients, another non-linearity). Needs ``mace-torch``."""
     from ase import Atoms
 
-    from equitensor.datasets.graphs import graph_from_atoms
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
     from equitensor.models import MACE
 
     config = _mace_torch_config(theirs)

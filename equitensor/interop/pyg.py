@@ -18,7 +18,7 @@ Example (needs torch-geometric)::
 
     >>> import torch
     >>> from ase.build import molecule
-    >>> from equitensor.datasets.graphs import graph_from_atoms
+    >>> from equitensor.datasets.atoms_to_graph import graph_from_atoms
     >>> graph = graph_from_atoms(molecule("H2O"), 3.0, torch.float64)
     >>> data = to_pyg(graph)  # doctest: +SKIP
     >>> from_pyg(data).num_edges == graph.num_edges  # doctest: +SKIP
@@ -49,7 +49,7 @@ LABEL_FIELDS = (
 
 def to_pyg(graph: AtomicGraph, labels=None):
     """A ``torch_geometric.data.Data`` (one structure) or ``Batch`` (several) with ``graph``'s
-    tensors under PyG's names, and ``labels`` (:class:`~equitensor.datasets.graph_data.Labels`)
+    tensors under PyG's names, and ``labels`` (:class:`~equitensor.datasets.batching.Labels`)
     if given."""
     from torch_geometric.data import Batch, Data
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from equitensor.datasets.graphs import graph_from_atoms
+from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.datasets.reading import LABELS, LabelledStructure
 from equitensor.graph import AtomicGraph, batch_graphs
 

@@ -17,7 +17,7 @@ from equitensor.datasets import (
     graph_from_atoms,
     structures_from_atoms,
 )
-from equitensor.datasets.graph_data import labels_of
+from equitensor.datasets.batching import labels_of
 
 
 def awkward_structures() -> dict[str, Atoms]:
