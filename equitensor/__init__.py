@@ -33,6 +33,7 @@ from equitensor.tp import (
     expressivity,
     list_backends,
 )
+from equitensor.tp.backends.auto import resolve_backends
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "matrix_to_angles",
     "rand_angles",
     "rand_matrix",
+    "resolve_backends",
     "save_model",
     "spherical_harmonics",
     "wigner_3j",

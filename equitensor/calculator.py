@@ -25,6 +25,7 @@ from equitensor.datasets.atoms_to_graph import graph_from_pairs
 from equitensor.errors import InputError
 from equitensor.graph import batch_graphs
 from equitensor.serialization import load_model, parameter_dtype
+from equitensor.tp.backends.auto import resolve_backends
 from equitensor.verlet_list import VerletList, canonical_pairs
 
 __all__ = ["EquitensorCalculator", "evaluate_many", "model_cutoff", "prepare_model"]
@@ -121,6 +122,7 @@ def prepare_model(
             raise InputError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         model.to(dtype=dtype)
     model.to(device=device)
+    resolve_backends(model)  # backend='auto' chooses for this device and dtype (logged)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

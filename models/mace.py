@@ -40,6 +40,7 @@ from equitensor.nn import (
     SymmetricContraction,
 )
 from equitensor.tp import EdgeConvolution, FullyConnectedTensorProduct
+from equitensor.tp.backends import backends_for
 
 
 class InteractionBlock(nn.Module):
@@ -229,7 +230,7 @@ class MACE(FixedDtypeBuffers):
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
         if avg_num_neighbors <= 0:
             raise ValueError(f"avg_num_neighbors must be > 0, got {avg_num_neighbors}")
-        product_backends = (*SymmetricContraction.backends, "auto", *GAUNT_PRODUCT_BACKENDS)
+        product_backends = (*backends_for("product_basis"), "auto", *GAUNT_PRODUCT_BACKENDS)
         if product_backend not in product_backends:
             raise ValueError(
                 f"product_backend {product_backend!r} is not available; choose one of {product_backends}"

@@ -12,11 +12,14 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from equitensor import EdgeConvolution, GauntProduct, TensorProduct, expressivity
+from equitensor import EdgeConvolution, GauntProduct, TensorProduct, expressivity, resolve_backends
 from equitensor.o3.gaunt import gaunt_factor
 from equitensor.o3.spherical_harmonics import spherical_harmonics
 from equitensor.tp import FullyConnectedTensorProduct
@@ -24,6 +27,13 @@ from equitensor.tp.backends import auto, capabilities, make_executor
 from equitensor.tp.backends.spherical_signal import gaunt_spec
 
 GAUNT_TP_CANDIDATES = {"cg", "gaunt", "grid"}
+
+
+def first_call(module, *inputs):
+    """The explicit step ``backend="auto"`` needs: resolve for the first input's device and dtype,
+    then call."""
+    resolve_backends(module, inputs[0].device, inputs[0].dtype)
+    return module(*inputs)
 
 
 @pytest.fixture(autouse=True)
@@ -92,9 +102,11 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 def test_tensor_product_auto_picks_an_exact_backend_and_equals_cg(measured):
     tp, ref = gaunt_tensor_product(backend="auto"), gaunt_tensor_product(backend="cg")
-    assert tp.backend == "auto" and tp.backend_choice is None  # lazy: nothing chosen yet
+    assert tp.backend == "auto" and tp.backend_choice is None  # nothing chosen before resolving
     x1, x2 = random(7, tp.irreps_in1.dim), random(7, tp.irreps_in2.dim)
-    out = tp(x1, x2)
+    with pytest.raises(RuntimeError, match=r"TensorProduct\(backend='auto'\) has not chosen its backend"):
+        tp(x1, x2)  # choosing is an explicit step, never inside a forward call
+    out = first_call(tp, x1, x2)
     choice = tp.backend_choice
     assert set(choice.candidates) == GAUNT_TP_CANDIDATES
     assert tp.backend == choice.backend in GAUNT_TP_CANDIDATES
@@ -108,7 +120,7 @@ def test_tensor_product_auto_picks_an_exact_backend_and_equals_cg(measured):
 def test_the_fastest_measured_candidate_wins(measured):
     measured.times = [3.0, 1.0, 2.0]  # in candidate (registry) order
     tp = gaunt_tensor_product(backend="auto")
-    tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+    first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     choice = tp.backend_choice
     assert sorted(choice.times.values()) == [1.0, 2.0, 3.0]
     assert choice.times[choice.backend] == 1.0
@@ -119,7 +131,7 @@ def test_gaunt_product_auto_equals_cg(measured):
     measured.times = [3.0, 1.0, 2.0] * 2
     gp, ref = GauntProduct(3, 2, 2, 3, backend="auto"), GauntProduct(3, 2, 2, 3, backend="cg")
     x1, x2 = random(5, gp.irreps_in1.dim), random(5, gp.irreps_in2.dim)
-    out = gp(x1, x2)
+    out = first_call(gp, x1, x2)
     assert gp.backend in GAUNT_TP_CANDIDATES and set(gp.backend_choice.candidates) == GAUNT_TP_CANDIDATES
     assert measured.calls == 3
     assert_close(out, ref(x1, x2))
@@ -133,7 +145,7 @@ def test_edge_convolution_auto_equals_cg_values_and_gradients(measured):
     vectors = random(15, 3).requires_grad_()
     weights = random(15, conv.weight_numel)
     edge_index = torch.randint(6, (2, 15))
-    out = conv(nodes, vectors, weights, edge_index)
+    out = first_call(conv, nodes, vectors, weights, edge_index)
     assert conv.backend in set(conv.backend_choice.candidates) - {"cp"}
     assert {"cg", "so2"} <= set(conv.backend_choice.candidates)
     assert "cp" in conv.backend_choice.excluded
@@ -150,7 +162,7 @@ def test_only_cg_computes_it_so_nothing_is_measured(measured, caplog):
     # uvw paths including the odd 1o x 1o -> 1e: gaunt/grid refuse, cp is approximate
     with caplog.at_level(logging.INFO, logger="equitensor.tp"):
         tp = FullyConnectedTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o+1x1e", backend="auto")
-        tp(torch.randn(3, tp.irreps_in1.dim), torch.randn(3, tp.irreps_in2.dim))
+        first_call(tp, torch.randn(3, tp.irreps_in1.dim), torch.randn(3, tp.irreps_in2.dim))
     assert tp.backend == "cg" and tp.backend_choice.source == "only candidate"
     assert tp.backend_choice.times == {} and measured.calls == 0
     assert "cannot compute this spec exactly: path 0" in tp.backend_choice.excluded["gaunt"]
@@ -162,7 +174,7 @@ def test_the_log_names_the_choice_and_the_times(measured, caplog):
     measured.times = [3e-3, 1e-3, 2e-3]
     with caplog.at_level(logging.INFO, logger="equitensor.tp"):
         tp = gaunt_tensor_product(backend="auto")
-        tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+        first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     [record] = [r for r in caplog.records if r.name == "equitensor.tp"]
     assert record.levelno == logging.INFO
     message = record.getMessage()
@@ -177,7 +189,7 @@ def test_the_choice_is_cached_in_memory_and_on_disk(measured, fresh_cache):
 
     def run() -> TensorProduct:
         tp = gaunt_tensor_product(backend="auto")
-        tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+        first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
         return tp
 
     first = run()
@@ -198,22 +210,22 @@ def test_the_choice_is_cached_in_memory_and_on_disk(measured, fresh_cache):
 def test_the_cache_key_separates_dtypes(measured):
     measured.times = [3.0, 1.0, 2.0] * 2
     tp = gaunt_tensor_product(backend="auto")
-    tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+    first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     tp32 = gaunt_tensor_product(backend="auto")
-    tp32(torch.randn(2, tp.irreps_in1.dim), torch.randn(2, tp.irreps_in2.dim))
+    first_call(tp32, torch.randn(2, tp.irreps_in1.dim), torch.randn(2, tp.irreps_in2.dim))
     assert measured.calls == 6 and tp32.backend_choice.dtype == "float32"
 
 
 def test_an_unreadable_cache_file_is_measured_again(measured, fresh_cache):
     measured.times = [3.0, 1.0, 2.0] * 2
     tp = gaunt_tensor_product(backend="auto")
-    tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+    first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     [path] = (fresh_cache / "auto").glob("*.json")
     path.write_text("{ not json")
     auto.clear_memory_cache()
     again = gaunt_tensor_product(backend="auto")
     with pytest.warns(UserWarning, match="ignoring the auto-backend cache file"):
-        again(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+        first_call(again, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     assert measured.calls == 6 and again.backend_choice.source == "measured"
     json.loads(path.read_text())  # rewritten whole
 
@@ -226,7 +238,7 @@ def test_an_approximate_backend_is_never_picked(measured, monkeypatch):
     monkeypatch.setitem(capabilities._REGISTRY, "fake_approx", fake)
     measured.times = [1.0, 1.0, 1.0, 1e-9]  # a fourth candidate would get the fastest time
     tp = gaunt_tensor_product(backend="auto")
-    tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+    first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     choice = tp.backend_choice
     assert "fake_approx" not in choice.candidates and "fake_approx" not in choice.times
     assert "approximate" in choice.excluded["fake_approx"]
@@ -257,23 +269,26 @@ def test_device_dtype_and_availability_exclude_backends(monkeypatch):
 
 def test_edge_convolution_auto_never_picks_cuda_on_cpu(measured):
     conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend="auto")
-    conv(
-        random(4, conv.irreps_node.dim), random(6, 3), random(6, conv.weight_numel), torch.randint(4, (2, 6))
+    first_call(
+        conv,
+        random(4, conv.irreps_node.dim),
+        random(6, 3),
+        random(6, conv.weight_numel),
+        torch.randint(4, (2, 6)),
     )
     assert "cuda" not in conv.backend_choice.candidates and conv.backend != "cuda"
-    if "cuda" in EdgeConvolution.backends:
-        assert "cuda" in conv.backend_choice.excluded
+    assert "cuda" in conv.backend_choice.excluded
 
 
 def test_forced_backend(monkeypatch, measured):
     monkeypatch.setenv(auto.FORCE_ENV, "grid")
     tp = gaunt_tensor_product(backend="auto")
-    tp(random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
+    first_call(tp, random(2, tp.irreps_in1.dim), random(2, tp.irreps_in2.dim))
     assert tp.backend == "grid" and tp.backend_choice.source.startswith("forced") and measured.calls == 0
     monkeypatch.setenv(auto.FORCE_ENV, "gaunt")
     odd = FullyConnectedTensorProduct("1x1o", "1x1o", "1x1e", backend="auto")
     with pytest.raises(ValueError, match="EQUITENSOR_AUTO_BACKEND='gaunt' cannot be used.*odd"):
-        odd(torch.randn(1, 3), torch.randn(1, 3))
+        first_call(odd, torch.randn(1, 3), torch.randn(1, 3))
     monkeypatch.setenv(auto.FORCE_ENV, "so2")
     with pytest.raises(ValueError, match="does not compute tensor_product"):
         gaunt_tensor_product(backend="auto", device="cpu")
@@ -295,7 +310,8 @@ def test_measurement_leaves_the_global_rng_and_grad_mode_alone(measured):
         torch.manual_seed(123)
         conv = EdgeConvolution("2x0e+2x1o", "0e+1o", backend=backend)
         with torch.no_grad():  # the first call may come without grad: the measurement still works
-            conv(
+            first_call(
+                conv,
                 torch.ones(3, conv.irreps_node.dim),
                 torch.ones(4, 3),
                 torch.ones(4, conv.weight_numel),
@@ -424,7 +440,8 @@ def test_the_in_principle_subset_is_a_gaunt_product_with_per_degree_edge_weights
     gaunt_out = product(signal(nodes, conv.irreps_node, lmax1), signal(sh_values, conv.irreps_sh, lmax2))
     by_degree = gaunt_out.split([channels * (2 * l + 1) for l in range(lmax3 + 1)], dim=-1)
     expected_blocks = {}
-    for (_, ins, w), (l1, l2, l3) in zip(conv.product.weight_views(weights, yield_instruction=True), paths):
+    views = weights.split([ins.weight_numel for ins in conv.spec.instructions], dim=-1)
+    for ins, w, (l1, l2, l3) in zip(conv.spec.instructions, views, paths):
         ratio = ins.coefficient / (math.sqrt(4 * math.pi) * gaunt_factor(l1, l2, l3))
         block = by_degree[l3].reshape(edges, channels, 2 * l3 + 1)
         expected_blocks[ins.i_out] = (ratio * w.reshape(edges, channels, 1) * block).reshape(edges, -1)
@@ -448,3 +465,37 @@ def test_auto_on_cuda_chooses_for_the_gpu_and_equals_cg(measured):
     edge_index = torch.randint(6, (2, 20))
     got = conv(nodes.to(device), vectors.to(device), weights.to(device), edge_index.to(device))
     assert_close(got.cpu(), reference(nodes, vectors, weights, edge_index))
+
+
+RANKS_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+from equitensor import GauntProduct, resolve_backends
+dist.init_process_group("gloo", init_method=f"file://{sys.argv[1]}", rank=int(sys.argv[2]), world_size=2)
+gp = GauntProduct(3, 2, 2, 3, backend="auto")
+choices = resolve_backends(gp, "cpu", torch.float64)
+print(dist.get_rank(), gp.backend, choices[""].source)
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_ranks_run_rank_zeros_choice(tmp_path):
+    """Each rank would choose another backend on its own (forced differently here); after
+    resolve_backends both run rank 0's choice, and rank 1 measured nothing."""
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    env = dict(os.environ, EQUITENSOR_CACHE=str(tmp_path / "cache"))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "rendezvous"), str(rank)],
+            env=dict(env, EQUITENSOR_AUTO_BACKEND=("grid", "gaunt")[rank]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in outputs]
+    lines = sorted(out.strip() for out, _ in outputs)
+    assert [line.split()[:2] for line in lines] == [["0", "grid"], ["1", "grid"]]
+    assert all(line.split()[2].startswith("forced") for line in lines)  # rank 0's choice, received

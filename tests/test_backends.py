@@ -78,7 +78,7 @@ def test_register_a_backend(registry):
     record = BackendCapabilities(
         name="toy",
         summary="a test record",
-        operations=("tensor_product",),
+        builders={"tensor_product": lambda spec: torch.nn.Identity()},
         paths="none",
         weights="none",
         exact=False,
@@ -96,13 +96,16 @@ def test_register_a_backend(registry):
     assert backend_capabilities("toy").summary == "v2"
     spec = FullyConnectedTensorProduct("2x0e", "2x0e", "2x0e").spec
     assert expressivity(spec)["toy"].status == "approximate"  # no limitations, not exact
-    with pytest.raises(ValueError, match="does not execute TensorProduct specs"):
-        make_executor("toy", spec)
+    assert isinstance(make_executor("toy", spec), torch.nn.Identity)
+    with pytest.raises(
+        ValueError, match=r"'toy' does not compute edge_convolution \(it computes: tensor_product\)"
+    ):
+        EdgeConvolution("2x0e", "0e + 1o", backend="toy")
 
 
 def test_record_rejects_unknown_operations():
     with pytest.raises(ValueError, match="unknown operations"):
-        dataclasses.replace(backend_capabilities("cg"), name="x", operations=("fft",))
+        dataclasses.replace(backend_capabilities("cg"), name="x", builders={"fft": None})
 
 
 def test_unknown_backend_names_the_available_ones():
@@ -252,3 +255,43 @@ def test_expressivity_of_products_and_convolutions():
     assert "per-path weights cannot be expressed" in str(conv["gaunt"].limitations[0])
     with pytest.raises(TypeError, match="expressivity needs"):
         expressivity(42)
+
+
+def test_a_new_backend_is_one_record_for_every_operation(registry):
+    """A backend registered once (as its own module would) serves EdgeConvolution and
+    SymmetricContraction by name, with no change to either module: the record's builders say
+    what it computes. Here the toy backend reuses cg's executors and counts the builds."""
+    from equitensor.nn import SymmetricContraction
+    from equitensor.nn.symmetric_contraction import DenseProductBasis
+    from equitensor.tp.edge_products import PerEdgeProduct
+
+    built = []
+
+    def edge_convolution(spec):
+        built.append("edge_convolution")
+        return PerEdgeProduct(spec, make_executor("cg", spec))
+
+    def product_basis(spec):
+        built.append("product_basis")
+        return DenseProductBasis(spec)
+
+    toy = dataclasses.replace(
+        backend_capabilities("cg"),
+        name="toy",
+        builders={"edge_convolution": edge_convolution, "product_basis": product_basis},
+    )
+    register_backend(toy)
+    torch.manual_seed(0)
+    conv, ref = (EdgeConvolution("3x0e + 3x1o", "0e + 1o + 2e", backend=b) for b in ("toy", "cg"))
+    nodes, vectors = torch.randn(5, conv.irreps_node.dim), torch.randn(9, 3)
+    weights, edge_index = torch.randn(9, conv.weight_numel), torch.randint(0, 5, (2, 9))
+    torch.testing.assert_close(
+        conv(nodes, vectors, weights, edge_index), ref(nodes, vectors, weights, edge_index)
+    )
+    contraction = SymmetricContraction("3x0e + 3x1o", "3x0e", 2, 2, backend="toy")
+    reference = SymmetricContraction("3x0e + 3x1o", "3x0e", 2, 2)
+    reference.load_state_dict(contraction.state_dict())
+    attrs = torch.eye(2)[[0, 1, 1, 0, 1]]
+    torch.testing.assert_close(contraction(nodes, attrs), reference(nodes, attrs))
+    assert built == ["edge_convolution", "product_basis"]
+    assert "toy" in capabilities.backends_for("edge_convolution")

@@ -18,7 +18,7 @@ from equitensor.kernels.compile import KernelUnavailableError
 from equitensor.kernels.edge_conv import fused_edge_convolution, ir_mul_to_mul_ir, mul_ir_to_ir_mul
 from equitensor.kernels.edge_conv_ops import edge_conv_bwd, edge_conv_fwd, edge_csr
 from equitensor.kernels.edge_conv_plan import plan_from_key, plan_key
-from equitensor.tp.backends import backend_capabilities
+from equitensor.tp.backends import backend_capabilities, backends_for
 from equitensor.tp.backends.auto import candidate_backends
 from equitensor.tp.spec import TensorProductSpec
 
@@ -224,6 +224,6 @@ def test_auto_never_picks_cuda_here():
     devices = [torch.device("cpu")] + ([] if torch.cuda.is_available() else [torch.device("cuda")])
     for device in devices:
         candidates, excluded = candidate_backends(
-            "edge_convolution", conv.spec, device, torch.float64, names=EdgeConvolution.backends
+            "edge_convolution", conv.spec, device, torch.float64, names=backends_for("edge_convolution")
         )
         assert "cuda" not in candidates and "cuda" in excluded, (device, excluded)

@@ -10,7 +10,7 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 
-from equitensor import load_model, rand_matrix, save_model
+from equitensor import load_model, rand_matrix, resolve_backends, save_model
 from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.graph import AtomicGraph, batch_graphs
 from equitensor.interop.mace_torch import load_mace_torch_weights
@@ -247,7 +247,7 @@ def test_unknown_element_and_wrong_dtype_raise(model64):
 def test_constructor_errors():
     with pytest.raises(ValueError, match="product_backend 'nope' is not available"):
         tiny_mace(product_backend="nope")
-    with pytest.raises(ValueError, match="backend 'nope' is not available"):
+    with pytest.raises(ValueError, match="unknown tensor-product backend 'nope'; available: cg"):
         tiny_mace(backend="nope")
     with pytest.raises(ValueError, match="correlation must be between 1 and 3"):
         tiny_mace(correlation=4)
@@ -512,6 +512,7 @@ def test_exact_edge_convolution_backends_give_cg_energies_forces_and_stress(
     monkeypatch.setenv("EQUITENSOR_CACHE", str(tmp_path))  # auto's measurements stay in the test
     other = tiny_mace(backend=backend).double()
     other.load_state_dict(model64.state_dict())
+    resolve_backends(other)  # backend='auto' chooses for the model's device and dtype
     for graph in (methanol(), periodic_cell()):
         expected, got = model64(graph, compute_stress=True), other(graph, compute_stress=True)
         for key in ("energy", "forces", "stress"):

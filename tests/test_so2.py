@@ -214,5 +214,5 @@ def test_capability_record():
     uvw = TensorProductSpec.build("2x1o", "1x1o", "3x0e", [(0, 0, 0, "uvw", True)])
     (limitation,) = record.limitations(uvw)
     assert limitation.instruction == 0 and "'uvw'" in limitation.reason
-    with pytest.raises(ValueError, match="does not execute TensorProduct"):
+    with pytest.raises(ValueError, match="does not compute tensor_product"):
         make_executor("so2", conv.product.spec)

@@ -393,7 +393,7 @@ def conv_case(
             skipped[backend] = _first_line(error)
             continue
         if backend == "so2":
-            counts = cnt.so2_counts(module.product, nodes, edges, itemsize)
+            counts = cnt.so2_counts(module.product.per_edge, nodes, edges, itemsize)
         elif backend == "cp":
             counts = None  # the CP product's work is not modelled
         else:

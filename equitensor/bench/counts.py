@@ -241,8 +241,8 @@ def sparse_product_counts(module, nodes: int, itemsize: int) -> Counts:
     symmetrised terms, 2 E P_nu C T_nu, then per node, channel and term ``correlation``
     multiplications and one add (lower orders are padded with a constant factor)."""
     c, elements = module.num_channels, module.num_elements
-    terms = sum(t.shape[1] for t in module._term_coefficients)
-    fold = sum(2 * elements * t.shape[0] * c * t.shape[1] for t in module._term_coefficients)
+    terms = sum(t.shape[1] for t in module.basis._term_coefficients)
+    fold = sum(2 * elements * t.shape[0] * c * t.shape[1] for t in module.basis._term_coefficients)
     weights = sum(p.numel() for p in module.parameters())
     return Counts(
         flops=float(fold + nodes * c * terms * (module.correlation + 1)),
@@ -267,7 +267,7 @@ def symmetric_contraction_counts(module, nodes: int, itemsize: int) -> Counts:
             p = paths[nu - 1]
             if nu == module.correlation:
                 size = m * dim ** (nu - 1)
-                if module.folds_weights(nodes, p):
+                if module.basis.folds_weights(nodes, p):
                     flops += 2 * elements * p * c * dim * size + nodes * c * elements * dim
                     flops += 2 * nodes * c * elements * dim * size
                 else:

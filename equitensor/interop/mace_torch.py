@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from equitensor.nn.symmetric_contraction import SymmetricContraction
+from equitensor.tp.backends import backends_for
 
 __all__ = [
     "ParameterMatch",
@@ -106,10 +106,10 @@ def mace_torch_parameter_map(ours: nn.Module, theirs: nn.Module) -> list[Paramet
     ``product_backend``: 'cg' or 'sparse') with its counterpart in a mace-torch ``ScaleShiftMACE``
     of the same hyperparameters, in the order of ``ours.named_parameters()``. Raises ValueError
     when the architectures differ."""
-    if ours.config.get("product_backend", "cg") not in (*SymmetricContraction.backends, "auto"):
+    if ours.config.get("product_backend", "cg") not in (*backends_for("product_basis"), "auto"):
         raise ValueError(
             f"only a MACE whose product basis is MACE's symmetric contraction (product_backend in "
-            f"{SymmetricContraction.backends}) has mace-torch counterparts, got "
+            f"{backends_for('product_basis')}) has mace-torch counterparts, got "
             f"product_backend={ours.config['product_backend']!r}"
         )
     layers = (ours.interactions, theirs.interactions, ours.products, theirs.products)
@@ -255,7 +255,7 @@ def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.
     o3 = import_module("e3nn.o3")  # after mace, which makes its pinned e3nn importable
 
     config = ours.config
-    if config.get("product_backend", "cg") not in (*SymmetricContraction.backends, "auto"):
+    if config.get("product_backend", "cg") not in (*backends_for("product_basis"), "auto"):
         raise ValueError(f"mace-torch has no product_backend={config['product_backend']!r}")
 
     def build() -> nn.Module:

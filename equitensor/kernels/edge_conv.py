@@ -102,8 +102,15 @@ class FusedEdgeProduct(nn.Module):
     def weight_numel(self) -> int:
         return self.spec.weight_numel
 
+    uses_sh = True
+
     def forward(
-        self, node_feats: torch.Tensor, sh: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor
+        self,
+        node_feats: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        sh: torch.Tensor,
+        edge_weights: torch.Tensor,
+        edge_index: torch.Tensor,
     ) -> torch.Tensor:
         for name, tensor in (
             ("node_feats", node_feats),

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from equitensor.irreps import Irreps
+from equitensor.nn.symmetric_contraction import check_product_basis_inputs
 from equitensor.tp.backends import backend_capabilities
 from equitensor.tp.gaunt_product import GauntProduct, spherical_irreps
 
@@ -126,15 +127,7 @@ class GauntProductBasis(nn.Module):
         return power * per_node[:, self._weight_index]
 
     def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(
-                f"x must have shape (N, {self.irreps_in.dim}) for {self.irreps_in}, got {tuple(x.shape)}"
-            )
-        if node_attrs.shape != (x.shape[0], self.num_elements):
-            raise ValueError(
-                f"node_attrs must have shape ({x.shape[0]}, {self.num_elements}), "
-                f"got {tuple(node_attrs.shape)}"
-            )
+        check_product_basis_inputs(x, node_attrs, self.irreps_in, self.num_elements)
         node_attrs = node_attrs.to(x.dtype)
         c, lmax_out = self.channels, self.lmax_out
         power = x

@@ -23,8 +23,8 @@ from torch import nn
 
 from equitensor.devices import FixedDtypeBuffers, cached, has_values
 from equitensor.irreps import Irrep, Irreps, IrrepsLike
-from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.o3 import wigner_3j
+from equitensor.tp.backends.capabilities import backends_for, build_operation
 
 MAX_CORRELATION = 3
 
@@ -141,76 +141,47 @@ def _coupling_irreps(irreps_in) -> Irreps:
     return irreps
 
 
-class SymmetricContraction(FixedDtypeBuffers):
-    """MACE's symmetric contraction (product basis) with element-dependent weights.
+def check_product_basis_inputs(
+    x: torch.Tensor, node_attrs: torch.Tensor, irreps_in: Irreps, num_elements: int
+) -> None:
+    """ValueError unless ``x`` is (N, irreps_in.dim) and ``node_attrs`` (N, num_elements): the
+    inputs of every product basis (this one and the Gaunt one)."""
+    if x.dim() != 2 or x.shape[-1] != irreps_in.dim:
+        raise ValueError(f"x must have shape (N, {irreps_in.dim}) for {irreps_in}, got {tuple(x.shape)}")
+    if node_attrs.shape != (x.shape[0], num_elements):
+        raise ValueError(
+            f"node_attrs must have shape ({x.shape[0]}, {num_elements}), got {tuple(node_attrs.shape)}"
+        )
 
-    ``irreps_in``: ``C x ir`` for every coupled irrep (same multiplicity C, distinct irreps),
-    e.g. ``8x0e + 8x1o + 8x2e``; ``irreps_out``: ``C x L`` blocks, e.g. ``8x0e + 8x1o``.
-    Call as ``sc(x, node_attrs)`` with ``x`` (N, irreps_in.dim) in e3nn's mul_ir layout and
-    ``node_attrs`` (N, num_elements) (one-hot of the element) ; returns (N, irreps_out.dim).
 
-    Weights ``weights[k][nu - 1]`` of output block k have shape (num_elements, num_paths, C),
-    initialised ``randn / num_paths`` as in MACE. Evaluation is Horner-like, highest order
-    first, so nothing larger than (N, C, (2L+1) D^(correlation-1)) is formed (and, when the
-    weights are folded into U per element, (C, E D, (2L+1) D^(correlation-1)) once per call).
+def _layout(spec: ProductBasisSpec) -> tuple[Irreps, Irreps, Irreps, int]:
+    """``(irreps_in, irreps_out, coupling irreps, channels)`` of a product-basis spec."""
+    irreps_in, irreps_out = Irreps(spec.irreps_in), Irreps(spec.irreps_out)
+    coupling = _coupling_irreps(Irreps([(1, ir) for _, ir in irreps_in]))
+    return irreps_in, irreps_out, coupling, irreps_in[0].mul
 
-    ``backend="sparse"`` evaluates the same polynomial from its non-zero terms only (see
-    :func:`symmetric_terms`) with the compiled kernels (C++ on CPU, CUDA on GPU) of
-    :mod:`equitensor.tp.backends.sparse`: the weights are folded into the terms per element (a
-    small (E C, P) @ (P, T) product), then one pass over nodes and terms, channels innermost,
-    computes every order and output at once (a constant 1 appended to A stands in for the
-    missing factors of the lower orders).
-    ``backend="auto"`` measures the backends that can run on the first input's device and dtype
-    and keeps the fastest (:mod:`equitensor.tp.backends.auto`; ``self.backend_choice`` says why).
+
+class DenseProductBasis(nn.Module):
+    """The ``cg`` product basis: the generalised CG tensors U, evaluated Horner-like, highest order
+    first, so nothing larger than (N, C, (2L+1) D^(correlation-1)) is formed (and, when the weights
+    are folded into U per element, (C, E D, (2L+1) D^(correlation-1)) once per call).
+
+    ``forward(x, node_attrs, weights)`` with ``weights[k][nu - 1]`` (num_elements, paths, C).
     """
 
-    backends = ("cg", "sparse")
-    fixed_dtype_buffers = ("term_ones",)  # the sparse kernel's float64 term coefficients
-
-    def __init__(
-        self,
-        irreps_in: IrrepsLike,
-        irreps_out: IrrepsLike,
-        correlation: int,
-        num_elements: int,
-        *,
-        backend: str = "cg",
-    ) -> None:
+    def __init__(self, spec: ProductBasisSpec) -> None:
         super().__init__()
-        if backend not in (*self.backends, "auto"):
-            raise ValueError(
-                f"SymmetricContraction backend {backend!r} is not available; choose one of "
-                f"{(*self.backends, 'auto')}"
-            )
-        irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
-        muls = {mul for mul, _ in irreps_in} | {mul for mul, _ in irreps_out}
-        if len(muls) != 1:
-            raise ValueError(
-                f"SymmetricContraction needs one multiplicity for every input and output irrep, "
-                f"got {irreps_in} -> {irreps_out}"
-            )
-        if not 1 <= correlation <= MAX_CORRELATION:
-            raise ValueError(f"correlation must be between 1 and {MAX_CORRELATION}, got {correlation}")
-        if num_elements < 1:
-            raise ValueError(f"num_elements must be >= 1, got {num_elements}")
-        self.backend = backend
-        self.backend_choice = None
-        self.irreps_in, self.irreps_out = irreps_in, irreps_out
-        self.coupling_irreps = _coupling_irreps(Irreps([(1, ir) for _, ir in irreps_in]))
-        self.num_channels = muls.pop()
-        self.correlation = int(correlation)
-        self.num_elements = int(num_elements)
+        self.irreps_in, self.irreps_out, self.coupling_irreps, self.num_channels = _layout(spec)
+        self.correlation, self.num_elements = spec.correlation, spec.num_elements
         dim = self.coupling_irreps.dim
-        self.weights = nn.ModuleList()
-        self.num_paths: list[list[int]] = []
         # float64 masters (not buffers), cast once per (dtype, device) on use: a module built in
         # float32 and moved to float64 keeps exact coefficients. _couplings[k][nu - 1] is
         # (P, D_last, M D^(nu-1)) for the highest order, contracted with w and A at once, and
         # (P, M D^nu) for the lower orders.
         self._couplings: list[list[torch.Tensor]] = []
-        self._cast: dict[tuple[torch.dtype, torch.device], list[list[torch.Tensor]]] = {}
-        for _, ir_out in irreps_out:
-            weights, counts, couplings = nn.ParameterList(), [], []
+        self._cast: dict = {}
+        for _, ir_out in self.irreps_out:
+            couplings = []
             for nu in range(1, self.correlation + 1):
                 u = generalized_cg(self.coupling_irreps, ir_out, nu).movedim(-1, 0)  # (P, M, D, .., D)
                 paths = u.shape[0]
@@ -219,48 +190,7 @@ class SymmetricContraction(FixedDtypeBuffers):
                 else:
                     u = u.reshape(paths, ir_out.dim * dim**nu)
                 couplings.append(u.contiguous())
-                counts.append(paths)
-                weights.append(
-                    nn.Parameter(torch.randn(self.num_elements, paths, self.num_channels) / max(paths, 1))
-                )
-            self.weights.append(weights)
-            self.num_paths.append(counts)
             self._couplings.append(couplings)
-        if backend == "sparse":
-            self._build_sparse_terms()
-
-    def _build_sparse_terms(self) -> None:
-        """Term table of the sparse kernel: one row ``(t, i_1, .., i_corr, M)`` per term (index D is
-        the constant 1 that pads lower orders), and per (output, order) the (P, T) coefficients."""
-        from equitensor.kernels.sparse_contract import load
-
-        load()  # KernelUnavailableError now, not at the first call
-        dim, rows, offset, start = self.coupling_irreps.dim, [], 0, 0
-        self._term_coefficients: list[torch.Tensor] = []
-        for _, ir_out in self.irreps_out:
-            for nu in range(1, self.correlation + 1):
-                monomials, coefficients = symmetric_terms(self.coupling_irreps, ir_out, nu)
-                pad = torch.full((monomials.shape[0], self.correlation - nu), dim, dtype=torch.int64)
-                count = monomials.shape[0]
-                term = torch.arange(start, start + count)[:, None]
-                rows.append(torch.cat([term, monomials[:, 1:], pad, monomials[:, :1] + offset], dim=1))
-                self._term_coefficients.append(coefficients)
-                start += count
-            offset += ir_out.dim
-        device = self.weights[0][0].device
-        terms = torch.cat(rows).to(torch.int32).contiguous()
-        # A (N, D + 1, C) in ir_mul layout straight from x padded with a column of ones, and the
-        # output back to mul_ir: one index_select each (also in every derivative)
-        c = self.num_channels
-        input_columns = torch.cat([ir_mul_permutation(self.irreps_in), torch.full((c,), self.irreps_in.dim)])
-        buffers = {
-            "term_components": terms,
-            "term_ones": torch.ones(terms.shape[0], dtype=torch.float64),
-            "input_columns": input_columns,
-            "output_columns": ir_mul_permutation(self.irreps_out).argsort(),
-        }
-        for name, value in buffers.items():
-            self.register_buffer(name, value.to(device), persistent=False)
 
     def _couplings_for(self, dtype: torch.dtype, device: torch.device) -> list[list[torch.Tensor]]:
         return cached(
@@ -275,20 +205,7 @@ class SymmetricContraction(FixedDtypeBuffers):
         blocks = x.split([mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
         return torch.cat([b.reshape(n, c, ir.dim) for b, (_, ir) in zip(blocks, self.irreps_in)], dim=-1)
 
-    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(
-                f"x must have shape (N, {self.irreps_in.dim}) for {self.irreps_in}, got {tuple(x.shape)}"
-            )
-        if node_attrs.shape != (x.shape[0], self.num_elements):
-            raise ValueError(
-                f"node_attrs must have shape ({x.shape[0]}, {self.num_elements}), "
-                f"got {tuple(node_attrs.shape)}"
-            )
-        if self.backend == "auto":
-            self._choose_backend(x.device, x.dtype)
-        if self.backend == "sparse":
-            return self._sparse_forward(x, node_attrs)
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor, weights) -> torch.Tensor:
         features = self._features(x)
         n, c = features.shape[:2]
         dim = self.coupling_irreps.dim
@@ -301,88 +218,14 @@ class SymmetricContraction(FixedDtypeBuffers):
                 paths = u.shape[0]
                 size = ir_out.dim * dim ** (nu - 1)
                 if out is None:  # highest order: U with the weights and one copy of A at once
-                    out = self._highest_order(u, self.weights[k][nu - 1], features, node_attrs, size)
+                    out = self._highest_order(u, weights[k][nu - 1], features, node_attrs, size)
                 else:  # add order nu, then contract one more copy of A
-                    weight = self.weights[k][nu - 1].reshape(self.num_elements, paths * c)
+                    weight = weights[k][nu - 1].reshape(self.num_elements, paths * c)
                     w = (node_attrs @ weight).reshape(n, paths, c).transpose(1, 2)  # per-node (N, C, P)
                     weighted = (w.reshape(n * c, paths) @ u).reshape(n, c, size, dim)
                     out = torch.einsum("bcxi,bci->bcx", weighted + out.reshape(n, c, size, dim), features)
             outputs.append(out.reshape(n, c * ir_out.dim))
         return torch.cat(outputs, dim=-1)
-
-    def spec(self) -> ProductBasisSpec:
-        """What this contraction computes (the key of ``auto``'s choice)."""
-        return ProductBasisSpec(
-            str(self.irreps_in), str(self.irreps_out), self.correlation, self.num_elements
-        )
-
-    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
-        from equitensor.tp.backends.auto import MEASURE_BATCH, backward_step, choose_backend, random_inputs
-
-        def step(name: str, device: torch.device, dtype: torch.dtype):
-            args = (self.irreps_in, self.irreps_out, self.correlation, self.num_elements)
-            module = SymmetricContraction(*args, backend=name).to(device=device, dtype=dtype)
-            (x,) = random_inputs([(MEASURE_BATCH, self.irreps_in.dim)], device, dtype)
-            elements = torch.arange(MEASURE_BATCH, device=device) % self.num_elements
-            attrs = nn.functional.one_hot(elements, self.num_elements).to(dtype)
-            return backward_step(lambda: module(x, attrs), [x, *module.parameters()])
-
-        choice = choose_backend("product_basis", self.spec(), device, dtype, step, names=self.backends)
-        self.backend, self.backend_choice = choice.backend, choice
-        if self.backend == "sparse":
-            self._build_sparse_terms()
-
-    def _folded_weights(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights
-        (inference, MD) are folded once and reused until they change."""
-        coefficients = cached(
-            self._cast,
-            ("terms", dtype, device),
-            lambda: [u.to(device=device, dtype=dtype) for u in self._term_coefficients],
-        )
-        weights = [weight for per_output in self.weights for weight in per_output]
-        frozen = not (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
-        state = (dtype, device, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
-        if frozen and getattr(self, "_folded_cache", (None, None))[0] == state:
-            return self._folded_cache[1]
-        folded = torch.cat(
-            [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
-        ).contiguous()
-        if not torch.compiler.is_compiling():  # a traced value must not be read later
-            self._folded_cache = (state, folded) if frozen else (None, None)
-        return folded
-
-    def _sparse_forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
-        from equitensor.kernels.sparse_contract import sparse_contract
-
-        n, c = x.shape[0], self.num_channels
-        folded = self._folded_weights(x.dtype, x.device)
-        padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
-        a = padded.index_select(1, self.input_columns).reshape(n, self.coupling_irreps.dim + 1, c)
-        out_dim = sum(ir.dim for _, ir in self.irreps_out)
-
-        def contract(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            return sparse_contract(
-                [weights, *[a] * self.correlation],
-                [rows, *[None] * self.correlation],
-                None,
-                n,
-                out_dim,
-                c,
-                self.term_components,
-                self.term_ones,
-            )
-
-        elements = one_hot_index(node_attrs)
-        if elements is not None:
-            out = contract(folded, elements)
-        else:  # mixed attributes: one pass per element, scaled by its attribute
-            rows = torch.zeros(n, dtype=torch.int64, device=x.device)
-            out = sum(
-                node_attrs[:, z, None, None] * contract(folded[z : z + 1], rows)
-                for z in range(self.num_elements)
-            )
-        return out.reshape(n, out_dim * c).index_select(1, self.output_columns)
 
     def folds_weights(self, nodes: int, paths: int) -> bool:
         """Whether the highest order (with ``paths`` paths) folds the weights into U per element
@@ -419,6 +262,215 @@ class SymmetricContraction(FixedDtypeBuffers):
         v = (w.unsqueeze(-1) * features.unsqueeze(2)).reshape(n * c, paths * dim)
         return (v @ u.reshape(paths * dim, size)).reshape(n, c, size)
 
+
+class SparseProductBasis(FixedDtypeBuffers):
+    """The ``sparse`` product basis: the same polynomial from its non-zero terms only (see
+    :func:`symmetric_terms`) with the compiled kernels (C++ on CPU, CUDA on GPU) of
+    :mod:`equitensor.tp.backends.sparse`: the weights are folded into the terms per element (a
+    small (E C, P) @ (P, T) product), then one pass over nodes and terms, channels innermost,
+    computes every order and output at once (a constant 1 appended to A stands in for the
+    missing factors of the lower orders). Frozen weights (inference, MD) are folded once and reused
+    until they change.
+    """
+
+    fixed_dtype_buffers = ("term_ones",)  # the kernel's float64 term coefficients
+
+    def __init__(self, spec: ProductBasisSpec) -> None:
+        from equitensor.kernels.edge_conv import ir_mul_permutation
+        from equitensor.kernels.sparse_contract import load
+
+        super().__init__()
+        load()  # KernelUnavailableError now, not at the first call
+        self.irreps_in, self.irreps_out, self.coupling_irreps, self.num_channels = _layout(spec)
+        self.correlation, self.num_elements = spec.correlation, spec.num_elements
+        # Term table: one row ``(t, i_1, .., i_corr, M)`` per term (index D is the constant 1 that
+        # pads lower orders), and per (output, order) the (P, T) coefficients.
+        dim, rows, offset, start = self.coupling_irreps.dim, [], 0, 0
+        self._term_coefficients: list[torch.Tensor] = []
+        for _, ir_out in self.irreps_out:
+            for nu in range(1, self.correlation + 1):
+                monomials, coefficients = symmetric_terms(self.coupling_irreps, ir_out, nu)
+                pad = torch.full((monomials.shape[0], self.correlation - nu), dim, dtype=torch.int64)
+                count = monomials.shape[0]
+                term = torch.arange(start, start + count)[:, None]
+                rows.append(torch.cat([term, monomials[:, 1:], pad, monomials[:, :1] + offset], dim=1))
+                self._term_coefficients.append(coefficients)
+                start += count
+            offset += ir_out.dim
+        self._cast: dict = {}
+        terms = torch.cat(rows).to(torch.int32).contiguous()
+        # A (N, D + 1, C) in ir_mul layout straight from x padded with a column of ones, and the
+        # output back to mul_ir: one index_select each (also in every derivative)
+        c = self.num_channels
+        input_columns = torch.cat([ir_mul_permutation(self.irreps_in), torch.full((c,), self.irreps_in.dim)])
+        self.register_buffer("term_components", terms, persistent=False)
+        self.register_buffer("term_ones", torch.ones(terms.shape[0], dtype=torch.float64), persistent=False)
+        self.register_buffer("input_columns", input_columns, persistent=False)
+        self.register_buffer(
+            "output_columns", ir_mul_permutation(self.irreps_out).argsort(), persistent=False
+        )
+
+    def _folded_weights(self, weights, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The weights folded into the symmetrised terms, (elements, terms, C). Frozen weights
+        (inference, MD) are folded once and reused until they change."""
+        coefficients = cached(
+            self._cast,
+            ("terms", dtype, device),
+            lambda: [u.to(device=device, dtype=dtype) for u in self._term_coefficients],
+        )
+        weights = [weight for per_output in weights for weight in per_output]
+        frozen = not (torch.is_grad_enabled() and any(w.requires_grad for w in weights))
+        state = (dtype, device, tuple((w.data_ptr(), w._version, w.dtype) for w in weights))
+        if frozen and getattr(self, "_folded_cache", (None, None))[0] == state:
+            return self._folded_cache[1]
+        folded = torch.cat(
+            [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
+        ).contiguous()
+        if not torch.compiler.is_compiling():  # a traced value must not be read later
+            self._folded_cache = (state, folded) if frozen else (None, None)
+        return folded
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor, weights) -> torch.Tensor:
+        from equitensor.kernels.sparse_contract import sparse_contract
+
+        n, c = x.shape[0], self.num_channels
+        folded = self._folded_weights(weights, x.dtype, x.device)
+        padded = torch.nn.functional.pad(x, (0, 1), value=1.0)
+        a = padded.index_select(1, self.input_columns).reshape(n, self.coupling_irreps.dim + 1, c)
+        out_dim = sum(ir.dim for _, ir in self.irreps_out)
+
+        def contract(weights: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            return sparse_contract(
+                [weights, *[a] * self.correlation],
+                [rows, *[None] * self.correlation],
+                None,
+                n,
+                out_dim,
+                c,
+                self.term_components,
+                self.term_ones,
+            )
+
+        elements = one_hot_index(node_attrs)
+        if elements is not None:
+            out = contract(folded, elements)
+        else:  # mixed attributes: one pass per element, scaled by its attribute
+            rows = torch.zeros(n, dtype=torch.int64, device=x.device)
+            out = sum(
+                node_attrs[:, z, None, None] * contract(folded[z : z + 1], rows)
+                for z in range(self.num_elements)
+            )
+        return out.reshape(n, out_dim * c).index_select(1, self.output_columns)
+
+
+class SymmetricContraction(nn.Module):
+    """MACE's symmetric contraction (product basis) with element-dependent weights.
+
+    ``irreps_in``: ``C x ir`` for every coupled irrep (same multiplicity C, distinct irreps),
+    e.g. ``8x0e + 8x1o + 8x2e``; ``irreps_out``: ``C x L`` blocks, e.g. ``8x0e + 8x1o``.
+    Call as ``sc(x, node_attrs)`` with ``x`` (N, irreps_in.dim) in e3nn's mul_ir layout and
+    ``node_attrs`` (N, num_elements) (one-hot of the element) ; returns (N, irreps_out.dim).
+
+    Weights ``weights[k][nu - 1]`` of output block k have shape (num_elements, num_paths, C),
+    initialised ``randn / num_paths`` as in MACE. The evaluation is the ``product_basis``
+    operation of the chosen backend, from the backend registry: ``cg``
+    (:class:`DenseProductBasis`) or ``sparse`` (:class:`SparseProductBasis`), in ``self.basis``.
+    ``backend="auto"`` measures the backends that can run on the first input's device and dtype
+    and keeps the fastest (:mod:`equitensor.tp.backends.auto`; ``self.backend_choice`` says why).
+
+    >>> import torch
+    >>> sc = SymmetricContraction("4x0e + 4x1o", "4x0e", correlation=2, num_elements=3)
+    >>> sc(torch.randn(5, 16), torch.eye(3)[[0, 1, 2, 0, 1]]).shape
+    torch.Size([5, 4])
+    """
+
+    def __init__(
+        self,
+        irreps_in: IrrepsLike,
+        irreps_out: IrrepsLike,
+        correlation: int,
+        num_elements: int,
+        *,
+        backend: str = "cg",
+    ) -> None:
+        super().__init__()
+        if backend != "auto" and backend not in backends_for("product_basis"):
+            raise ValueError(
+                f"SymmetricContraction backend {backend!r} is not available; choose one of "
+                f"{(*backends_for('product_basis'), 'auto')}"
+            )
+        irreps_in, irreps_out = Irreps(irreps_in), Irreps(irreps_out)
+        muls = {mul for mul, _ in irreps_in} | {mul for mul, _ in irreps_out}
+        if len(muls) != 1:
+            raise ValueError(
+                f"SymmetricContraction needs one multiplicity for every input and output irrep, "
+                f"got {irreps_in} -> {irreps_out}"
+            )
+        if not 1 <= correlation <= MAX_CORRELATION:
+            raise ValueError(f"correlation must be between 1 and {MAX_CORRELATION}, got {correlation}")
+        if num_elements < 1:
+            raise ValueError(f"num_elements must be >= 1, got {num_elements}")
+        self.backend = backend
+        self.backend_choice = None
+        self.irreps_in, self.irreps_out = irreps_in, irreps_out
+        self.coupling_irreps = _coupling_irreps(Irreps([(1, ir) for _, ir in irreps_in]))
+        self.num_channels = muls.pop()
+        self.correlation = int(correlation)
+        self.num_elements = int(num_elements)
+        self.weights = nn.ModuleList()
+        self.num_paths: list[list[int]] = []
+        for _, ir_out in irreps_out:
+            weights, counts = nn.ParameterList(), []
+            for nu in range(1, self.correlation + 1):
+                paths = generalized_cg(self.coupling_irreps, ir_out, nu).shape[-1]
+                counts.append(paths)
+                weights.append(
+                    nn.Parameter(torch.randn(self.num_elements, paths, self.num_channels) / max(paths, 1))
+                )
+            self.weights.append(weights)
+            self.num_paths.append(counts)
+        self.basis = None if backend == "auto" else self._build(backend)
+
+    def _build(self, backend: str) -> nn.Module:
+        basis = build_operation("product_basis", backend, self.spec())
+        return basis.to(self.weights[0][0].device)
+
+    def forward(self, x: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        check_product_basis_inputs(x, node_attrs, self.irreps_in, self.num_elements)
+        if self.basis is None:
+            from equitensor.tp.backends.auto import unresolved
+
+            raise unresolved(self)
+        return self.basis(x, node_attrs, self.weights)
+
+    def spec(self) -> ProductBasisSpec:
+        """What this contraction computes (the key of ``auto``'s choice)."""
+        return ProductBasisSpec(
+            str(self.irreps_in), str(self.irreps_out), self.correlation, self.num_elements
+        )
+
+    def resolve_backend(self, device: torch.device, dtype: torch.dtype):
+        """Choose ``backend="auto"``'s backend for ``device`` and ``dtype`` and build it (see
+        :func:`equitensor.resolve_backends`)."""
+        from equitensor.tp.backends.auto import MEASURE_BATCH, backward_step, choose_backend, random_inputs
+
+        def step(name: str, device: torch.device, dtype: torch.dtype):
+            args = (self.irreps_in, self.irreps_out, self.correlation, self.num_elements)
+            module = SymmetricContraction(*args, backend=name).to(device=device, dtype=dtype)
+            (x,) = random_inputs([(MEASURE_BATCH, self.irreps_in.dim)], device, dtype)
+            elements = torch.arange(MEASURE_BATCH, device=device) % self.num_elements
+            attrs = nn.functional.one_hot(elements, self.num_elements).to(dtype)
+            return backward_step(lambda: module(x, attrs), [x, *module.parameters()])
+
+        choice = choose_backend("product_basis", self.spec(), device, dtype, step)
+        self.use_backend(choice)
+        return choice
+
+    def use_backend(self, choice) -> None:
+        """Build the backend ``choice`` names (a choice made elsewhere, e.g. by rank 0)."""
+        self.basis = self._build(choice.backend)
+        self.backend, self.backend_choice = choice.backend, choice
+
     def extra_repr(self) -> str:
         return (
             f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, "
@@ -426,4 +478,11 @@ class SymmetricContraction(FixedDtypeBuffers):
         )
 
 
-__all__ = ["MAX_CORRELATION", "SymmetricContraction", "generalized_cg", "symmetric_terms"]
+__all__ = [
+    "MAX_CORRELATION",
+    "DenseProductBasis",
+    "SparseProductBasis",
+    "SymmetricContraction",
+    "generalized_cg",
+    "symmetric_terms",
+]

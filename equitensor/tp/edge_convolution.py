@@ -28,11 +28,15 @@ from torch import nn
 
 from equitensor.irreps import Irreps, IrrepsLike
 from equitensor.o3 import spherical_harmonics
-from equitensor.tp.backends.auto import check_auto_options, choose_backend, edge_convolution_step
-from equitensor.tp.backends.so2 import SO2EdgeProduct
-from equitensor.tp.backends.sparse import SparseEdgeProduct
+from equitensor.tp.backends.auto import (
+    BackendChoice,
+    check_auto_options,
+    choose_backend,
+    edge_convolution_step,
+    unresolved,
+)
+from equitensor.tp.backends.capabilities import build_operation
 from equitensor.tp.spec import TensorProductSpec
-from equitensor.tp.tensor_product import TensorProduct
 
 
 def edge_product_irreps(
@@ -64,15 +68,17 @@ class EdgeConvolution(nn.Module):
     ``edge_index[0]`` the senders and ``edge_index[1]`` the receivers; ``edge_weights`` has
     shape (E, weight_numel).
 
-    ``backend="auto"`` picks the fastest of this class's ``backends`` that computes the product
+    ``backend`` is any registered backend that computes ``edge_convolution`` (the registry builds
+    ``self.product``; ``equitensor.tp.backends.backends_for("edge_convolution")`` lists them).
+    ``backend="auto"`` picks the fastest registered one that computes the product
     exactly on the device (never ``cp``, never ``cuda`` on CPU tensors or without CuPy and a
     GPU), measured once per product, dtype and device on a random graph and cached (see
-    :mod:`equitensor.tp.backends.auto`). The choice is made at the first call, for the device
-    and dtype of ``node_feats``, or at construction when ``device`` is given (for the default
-    dtype); then ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
+    :mod:`equitensor.tp.backends.auto`). The choice is an explicit step:
+    :func:`equitensor.resolve_backends` on the model (once it is on its device and dtype; under
+    ``torch.distributed`` rank 0 chooses for all), or ``device=`` at construction (for the
+    default dtype); before it, calling the module raises. Then
+    ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
     """
-
-    backends = ("cg", "so2", "sparse", "cp", "cuda", "gaunt", "grid")
 
     def __init__(
         self,
@@ -86,51 +92,22 @@ class EdgeConvolution(nn.Module):
         **backend_options,
     ) -> None:
         super().__init__()
-        if backend not in self.backends and backend != "auto":
-            raise ValueError(
-                f"EdgeConvolution backend {backend!r} is not available; choose one of {self.backends}"
-            )
-        if mmax is not None and backend != "so2":
-            raise ValueError(f"mmax truncates the edge frame of the 'so2' backend; got backend={backend!r}")
-        if backend_options and backend == "so2":
-            raise ValueError(f"the 'so2' EdgeConvolution takes only mmax, got {sorted(backend_options)}")
+        if mmax is not None:
+            backend_options["mmax"] = mmax
         self.backend = backend
         self.mmax = mmax
         self.irreps_node = Irreps(irreps_node)
         self.irreps_sh = Irreps(irreps_sh)
         self.irreps_out, instructions = edge_product_irreps(self.irreps_node, self.irreps_sh, irreps_target)
-        self.spec = spec = TensorProductSpec.build(
-            self.irreps_node, self.irreps_sh, self.irreps_out, instructions
-        )
+        self.spec = TensorProductSpec.build(self.irreps_node, self.irreps_sh, self.irreps_out, instructions)
         self.backend_choice = None
         if backend == "auto":
             check_auto_options("EdgeConvolution", backend_options)
-            self.product = None  # chosen at the first call, or now for the given device
+            self.product = None  # chosen by resolve_backends, or now for the given device
             if device is not None:
-                self._choose_backend(torch.device(device), torch.get_default_dtype())
-        elif backend == "so2":
-            self.product = SO2EdgeProduct(spec, mmax=mmax, sh_normalization="component")
-        elif backend == "cuda":
-            from equitensor.kernels.edge_conv import FusedEdgeProduct
-
-            self.product = FusedEdgeProduct(spec, **backend_options)
-        elif backend == "sparse":
-            if backend_options:
-                raise ValueError(
-                    f"the 'sparse' EdgeConvolution takes no options, got {sorted(backend_options)}"
-                )
-            self.product = SparseEdgeProduct(spec)
+                self.resolve_backend(torch.device(device), torch.get_default_dtype())
         else:
-            self.product = TensorProduct(
-                self.irreps_node,
-                self.irreps_sh,
-                self.irreps_out,
-                instructions,
-                shared_weights=False,
-                internal_weights=False,
-                backend=backend,
-                backend_options=backend_options,
-            )
+            self.product = build_operation("edge_convolution", backend, self.spec, **backend_options)
 
     @property
     def weight_numel(self) -> int:
@@ -139,17 +116,22 @@ class EdgeConvolution(nn.Module):
     def _with_backend(self, backend: str) -> EdgeConvolution:
         return EdgeConvolution(self.irreps_node, self.irreps_sh, self.irreps_out, backend=backend)
 
-    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the product."""
+    def resolve_backend(self, device: torch.device, dtype: torch.dtype) -> BackendChoice:
+        """Choose ``backend="auto"``'s backend for ``device`` and ``dtype`` and build it (see
+        :func:`equitensor.resolve_backends`)."""
         choice = choose_backend(
             "edge_convolution",
             self.spec,
             device,
             dtype,
             lambda name, device, dtype: edge_convolution_step(self._with_backend(name), device, dtype),
-            names=self.backends,
         )
-        self.product = self._with_backend(choice.backend).product
+        self.use_backend(choice)
+        return choice
+
+    def use_backend(self, choice: BackendChoice) -> None:
+        """Build the backend ``choice`` names (a choice made elsewhere, e.g. by rank 0)."""
+        self.product = build_operation("edge_convolution", choice.backend, self.spec)
         self.backend, self.backend_choice = choice.backend, choice
 
     def forward(
@@ -170,33 +152,10 @@ class EdgeConvolution(nn.Module):
                 f"{tuple(edge_weights.shape)}"
             )
         if self.product is None:
-            self._choose_backend(node_feats.device, node_feats.dtype)
-        if self.backend in ("cuda", "sparse"):  # gathers and sums inside the kernel
-            sh = self.edge_spherical_harmonics(edge_vectors) if edge_sh is None else edge_sh
-            return self.product(node_feats, sh, edge_weights, edge_index)
-        sender, receiver = edge_index
-        if self.backend == "so2":
-            return _sum_into(
-                receiver, node_feats, self.product(node_feats[sender], edge_vectors, edge_weights)
-            )
-        sh = self.edge_spherical_harmonics(edge_vectors) if edge_sh is None else edge_sh
-        executor = self.product.executor
-        if not hasattr(executor, "output_blocks"):
-            return _sum_into(receiver, node_feats, self.product(node_feats[sender], sh, edge_weights))
-        # block by block and, on CPU, in chunks of edges summed into one buffer per block: the
-        # per-edge messages of all edges are never materialised or concatenated
-        out = [node_feats.new_zeros(node_feats.shape[0], mul * ir.dim) for mul, ir in self.irreps_out]
-        rows = executor.rows_per_chunk(node_feats)
-        if torch.compiler.is_compiling():  # one chunk: a loop would fix the number of edges
-            parts = [slice(None)]
-        else:
-            parts = [slice(start, start + rows) for start in range(0, sender.shape[0], rows)]
-        for part in parts:
-            blocks = executor.output_blocks(node_feats[sender[part]], sh[part], edge_weights[part])
-            for k, block in enumerate(blocks):
-                if block is not None:
-                    out[k].index_add_(0, receiver[part], block)
-        return torch.cat(out, dim=-1) if out else node_feats.new_zeros(node_feats.shape[0], 0)
+            raise unresolved(self)
+        if edge_sh is None and self.product.uses_sh:
+            edge_sh = self.edge_spherical_harmonics(edge_vectors)
+        return self.product(node_feats, edge_vectors, edge_sh, edge_weights, edge_index)
 
     def edge_spherical_harmonics(self, edge_vectors: torch.Tensor) -> torch.Tensor:
         """The SH of the edge directions this product uses: ``irreps_sh``, 'component'
@@ -206,8 +165,3 @@ class EdgeConvolution(nn.Module):
     def extra_repr(self) -> str:
         mmax = "" if self.mmax is None else f", mmax={self.mmax}"
         return f"{self.irreps_node} x {self.irreps_sh} -> {self.irreps_out}, backend={self.backend!r}{mmax}"
-
-
-def _sum_into(receiver: torch.Tensor, node_feats: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
-    """Sum per-edge ``messages`` (E, d) into their receivers: (num_nodes, d)."""
-    return messages.new_zeros((node_feats.shape[0], messages.shape[-1])).index_add(0, receiver, messages)

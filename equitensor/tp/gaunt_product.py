@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from equitensor.tp.backends import backend_capabilities, make_executor
-from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
+from equitensor.tp.backends.auto import (
+    BackendChoice,
+    check_auto_options,
+    choose_backend,
+    executor_step,
+    unresolved,
+)
 from equitensor.tp.backends.spherical_signal import gaunt_spec, spherical_irreps
 
 NORMALIZATIONS = ("component", "integral")
@@ -50,8 +56,10 @@ class GauntProduct(nn.Module):
     ``weights=False`` gives the plain product without parameters.
 
     ``backend="auto"`` picks the fastest of the exact backends (measured once per size, dtype and
-    device, cached; see :mod:`equitensor.tp.backends.auto`) at the first call, for the device and
-    dtype of ``x1``, or at construction when ``device`` is given (for the default dtype); then
+    device, cached; see :mod:`equitensor.tp.backends.auto`). The choice is an explicit step:
+    :func:`equitensor.resolve_backends` on the model (once it is on its device and dtype; under
+    ``torch.distributed`` rank 0 chooses for all), or ``device=`` at construction (for the
+    default dtype); before it, calling the module raises. Then
     ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
     places the weights.
     """
@@ -89,9 +97,9 @@ class GauntProduct(nn.Module):
         self.backend_choice = None
         if backend == "auto":
             check_auto_options(type(self).__name__, backend_options)
-            self.executor = None  # chosen at the first call, or now for the given device
+            self.executor = None  # chosen by resolve_backends, or now for the given device
             if device is not None:
-                self._choose_backend(torch.device(device), torch.get_default_dtype())
+                self.resolve_backend(torch.device(device), torch.get_default_dtype())
         else:
             self.executor = make_executor(backend, self.spec, **backend_options)
         if weights:
@@ -114,8 +122,9 @@ class GauntProduct(nn.Module):
         kernel = getattr(self.executor, "kernel", None)
         return float(getattr(kernel, "approximation_error", 0.0))
 
-    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the executor."""
+    def resolve_backend(self, device: torch.device, dtype: torch.dtype) -> BackendChoice:
+        """Choose ``backend="auto"``'s backend for ``device`` and ``dtype`` and build it (see
+        :func:`equitensor.resolve_backends`)."""
         choice = choose_backend(
             "gaunt_product",
             self.spec,
@@ -123,6 +132,11 @@ class GauntProduct(nn.Module):
             dtype,
             lambda name, device, dtype: executor_step(self.spec, name, device, dtype),
         )
+        self.use_backend(choice)
+        return choice
+
+    def use_backend(self, choice: BackendChoice) -> None:
+        """Build the backend ``choice`` names (a choice made elsewhere, e.g. by rank 0)."""
         self.executor = make_executor(choice.backend, self.spec)
         self.backend, self.backend_choice = choice.backend, choice
 
@@ -134,7 +148,7 @@ class GauntProduct(nn.Module):
                     f"(shape {tuple(x.shape)})"
                 )
         if self.executor is None:
-            self._choose_backend(x1.device, x1.dtype)
+            raise unresolved(self)
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         z = prod(batch)
         x1 = x1.expand(batch + x1.shape[-1:]).reshape(z, x1.shape[-1])

@@ -10,7 +10,13 @@ from torch import nn
 
 from equitensor.irreps import Irreps, IrrepsLike
 from equitensor.tp.backends import make_executor
-from equitensor.tp.backends.auto import check_auto_options, choose_backend, executor_step
+from equitensor.tp.backends.auto import (
+    BackendChoice,
+    check_auto_options,
+    choose_backend,
+    executor_step,
+    unresolved,
+)
 from equitensor.tp.spec import TensorProductSpec, output_mask
 
 
@@ -41,8 +47,10 @@ class TensorProduct(nn.Module):
 
     ``backend="auto"`` picks the fastest backend that computes the spec exactly (never an
     approximate one), measured once per spec, dtype and device and cached (see
-    :mod:`equitensor.tp.backends.auto`). The choice is made at the first call, for the device and
-    dtype of ``x1``, or at construction when ``device`` is given (for the default dtype); then
+    :mod:`equitensor.tp.backends.auto`). The choice is an explicit step:
+    :func:`equitensor.resolve_backends` on the model (once it is on its device and dtype; under
+    ``torch.distributed`` rank 0 chooses for all), or ``device=`` at construction (for the
+    default dtype); before it, calling the module raises. Then
     ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
     places the internal weights.
     """
@@ -97,9 +105,9 @@ class TensorProduct(nn.Module):
         self.backend_choice = None
         if backend == "auto":
             check_auto_options(type(self).__name__, backend_options or {})
-            self.executor = None  # chosen at the first call, or now for the given device
+            self.executor = None  # chosen by resolve_backends, or now for the given device
             if device is not None:
-                self._choose_backend(torch.device(device), torch.get_default_dtype())
+                self.resolve_backend(torch.device(device), torch.get_default_dtype())
         else:
             self.executor = make_executor(backend, self.spec, **(backend_options or {}))
         if internal_weights and self.weight_numel > 0:
@@ -121,8 +129,9 @@ class TensorProduct(nn.Module):
             f"{len(self.spec.instructions)} paths | {self.weight_numel} weights | backend={self.backend})"
         )
 
-    def _choose_backend(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Resolve ``backend="auto"`` for ``device`` and ``dtype`` and build the executor."""
+    def resolve_backend(self, device: torch.device, dtype: torch.dtype) -> BackendChoice:
+        """Choose ``backend="auto"``'s backend for ``device`` and ``dtype`` and build it (see
+        :func:`equitensor.resolve_backends`)."""
         shared = self.shared_weights
 
         def step(name, device, dtype):
@@ -131,6 +140,11 @@ class TensorProduct(nn.Module):
         choice = choose_backend(
             "tensor_product", self.spec, device, dtype, step, context=f"shared_weights={shared}"
         )
+        self.use_backend(choice)
+        return choice
+
+    def use_backend(self, choice: BackendChoice) -> None:
+        """Build the backend ``choice`` names (a choice made elsewhere, e.g. by rank 0)."""
         self.executor = make_executor(choice.backend, self.spec)
         self.backend, self.backend_choice = choice.backend, choice
 
@@ -157,7 +171,7 @@ class TensorProduct(nn.Module):
         _check_last_dim("x2", x2, self.irreps_in2)
         weight = self._weight(weight)
         if self.executor is None:
-            self._choose_backend(x1.device, x1.dtype)
+            raise unresolved(self)
         per_sample = weight is not None and not self.shared_weights
         leading = [x1.shape[:-1], x2.shape[:-1]] + ([weight.shape[:-1]] if per_sample else [])
         batch = torch.broadcast_shapes(*leading)

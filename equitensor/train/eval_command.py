@@ -15,6 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from equitensor.datasets import GraphDataset, read_structures
 from equitensor.errors import InputError
 from equitensor.serialization import load_model, parameter_dtype
+from equitensor.tp.backends.auto import resolve_backends
 from equitensor.train.data import check_elements
 from equitensor.train.distributed import resolve_device
 from equitensor.train.evaluation import predict_batches
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     device = resolve_device(args.device)
     model = load_model(args.model).to(device)
+    resolve_backends(model)
     structures = read_structures(
         args.data,
         energy_key=args.energy_key,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from equitensor.datasets import MaxSizeBatchSampler, collate_graphs
 from equitensor.datasets.store import file_sha256
 from equitensor.serialization import model_record, remove_stale_temporaries, save_model
+from equitensor.tp.backends.auto import resolve_backends
 from equitensor.train import checkpoint as ckpt
 from equitensor.train.config import (
     RESUME_FIXED_KEYS,
@@ -98,6 +99,8 @@ class Trainer:
             self.data.shift,
         )
         self.model = self.model.to(context.device)
+        for name, choice in resolve_backends(self.model).items():  # rank 0 chooses for all
+            notes.append(f"backend='auto' of {name or 'the model'}: {choice}")
         for note in notes:
             self.log(note)
         num_parameters = sum(p.numel() for p in self.model.parameters())

@@ -20,12 +20,19 @@ Reporting. Every choice is logged at INFO on the ``equitensor.tp`` logger with t
 times and the exclusions, and returned as a :class:`BackendChoice` that the modules keep as
 ``module.backend_choice`` (``module.backend`` becomes the chosen name).
 
-When. The modules choose lazily at their first call, for the device and dtype of the first
-input, or at construction when given ``device=`` (then for the default dtype). Resolve the choice
-(one call, or ``device=``) before ``torch.compile``, which should not trace a measurement.
+When. Choosing is an explicit step, never hidden in a forward call: construct the module with
+``device=`` (it chooses then, for that device and the default dtype), or build the model, move it
+to its device and dtype, and call :func:`resolve_backends` on it (every ``auto`` submodule chooses
+for that device and dtype). A module that has not chosen refuses to run, saying so. Under
+``torch.distributed``, :func:`resolve_backends` lets rank 0 measure and broadcasts its choices, so
+every rank runs the same backends. Resolve before ``torch.compile``, which should not trace a
+measurement.
 
-Ranks of a distributed job measure independently and may choose different backends; all are
-exact, so they agree to round-off.
+>>> import torch, equitensor
+>>> tp = equitensor.FullyConnectedTensorProduct("2x1o", "1o", "0e + 1e", backend="auto")
+>>> choices = equitensor.resolve_backends(tp)  # CPU, default dtype: measures (or reads the cache)
+>>> tp.backend == choices[""].backend != "auto"
+True
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from equitensor.tp.backends.capabilities import list_backends
 from equitensor.tp.spec import TensorProductSpec
 
 __all__ = [
+    "resolve_backends",
+    "unresolved",
     "FORCE_ENV",
     "MEASURE_BATCH",
     "BackendChoice",
@@ -406,3 +415,47 @@ def edge_convolution_step(conv: torch.nn.Module, device: torch.device, dtype: to
     )
     edge_index = torch.randint(nodes, (2, edges), generator=torch.Generator().manual_seed(1)).to(device)
     return backward_step(lambda: conv(*inputs, edge_index), inputs)
+
+
+def unresolved(module: torch.nn.Module) -> RuntimeError:
+    """The error of an ``auto`` module called before it has chosen its backend."""
+    return RuntimeError(
+        f"{type(module).__name__}(backend='auto') has not chosen its backend: call "
+        "equitensor.resolve_backends(model) once the model is on its device and dtype, or construct "
+        "it with device=..."
+    )
+
+
+def resolve_backends(
+    model: torch.nn.Module, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> dict[str, BackendChoice]:
+    """Choose the backend of every ``backend="auto"`` submodule of ``model`` (itself included)
+    that has not chosen yet, for ``device`` and ``dtype`` (default: those of the model's first
+    floating-point parameter or buffer; else the CPU and the default dtype). Returns the choices by
+    submodule name (``""`` for ``model`` itself).
+
+    With ``torch.distributed`` initialised and several ranks, rank 0 measures and broadcasts its
+    choices (every rank must call this, as with any collective), so all ranks run the same
+    backends whatever their own timings.
+    """
+    pending = {
+        name: module
+        for name, module in model.named_modules()
+        if getattr(module, "backend", None) == "auto" and hasattr(module, "resolve_backend")
+    }
+    if device is None or dtype is None:
+        tensor = next((t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), None)
+        device = device if device is not None else (tensor.device if tensor is not None else "cpu")
+        dtype = dtype or (tensor.dtype if tensor is not None else torch.get_default_dtype())
+    device = torch.device(device)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_world_size() == 1:
+        return {name: module.resolve_backend(device, dtype) for name, module in pending.items()}
+    choices = [None]
+    if torch.distributed.get_rank() == 0:
+        choices = [{name: module.resolve_backend(device, dtype) for name, module in pending.items()}]
+    torch.distributed.broadcast_object_list(choices, src=0)
+    if torch.distributed.get_rank() != 0:
+        for name, choice in choices[0].items():
+            pending[name].use_backend(choice)
+    return choices[0]

@@ -5,19 +5,23 @@ weights it can express (a predicate on a spec that returns the reasons it cannot
 exact, which derivatives, devices and dtypes it supports, and how to build its executor.
 :func:`make_executor` refuses a spec the backend cannot compute exactly, naming the paths.
 
-Adding a backend: define a record in the backend's own module, call :func:`register_backend`
-there, and import that module in ``equitensor/tp/backends/__init__.py``.
+The record's ``builders`` map each operation the backend computes to the function that builds its
+executor, so every operation (tensor products, Gaunt products, edge convolutions, the MACE product
+basis) is dispatched through this one registry, never by backend name. Adding a backend: define a
+record in the backend's own module, call :func:`register_backend` there, and import that module in
+``equitensor/tp/backends/__init__.py``.
 """
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from equitensor.tp.edge_products import through_tensor_product
 from equitensor.tp.spec import TensorProductSpec
 
 #: Operations a backend may compute (``BackendCapabilities.operations``).
@@ -55,8 +59,11 @@ class BackendCapabilities:
     (for an approximate backend: iff it can approximate it).
 
     ``max_derivative_order`` is None when any order works (plain autograd ops).
-    ``build(spec, **options)`` returns the executor ``module(x1, x2, weight) -> out`` on flat
-    ``(z, dim)`` inputs; None for backends that are not tensor-product executors.
+    ``builders[operation](spec, **options)`` builds the executor of one operation:
+    ``tensor_product``/``gaunt_product``: ``module(x1, x2, weight) -> out`` on flat ``(z, dim)``
+    inputs; ``edge_convolution``: ``module(node_feats, edge_vectors, edge_sh, edge_weights,
+    edge_index) -> (N, out)`` (see :mod:`equitensor.tp.edge_products`); ``product_basis``: see
+    :class:`equitensor.nn.SymmetricContraction`.
     ``available(device)`` returns why the backend cannot run on ``device`` in this environment
     (e.g. CuPy missing), or None; None (the default) means it runs wherever ``devices`` says.
     ``backend="auto"`` consults it.
@@ -64,7 +71,7 @@ class BackendCapabilities:
 
     name: str
     summary: str
-    operations: tuple[str, ...]
+    builders: Mapping[str, Callable[..., nn.Module]]
     paths: str
     weights: str
     exact: bool
@@ -73,13 +80,17 @@ class BackendCapabilities:
     devices: tuple[str, ...]
     dtypes: tuple[torch.dtype, ...]
     limitations: Callable[[TensorProductSpec], list[Limitation]] = field(default=no_limitations)
-    build: Callable[..., nn.Module] | None = None
     available: Callable[[torch.device], str | None] | None = None
 
     def __post_init__(self) -> None:
-        unknown = [op for op in self.operations if op not in OPERATIONS]
+        unknown = [op for op in self.builders if op not in OPERATIONS]
         if unknown:
             raise ValueError(f"backend {self.name!r}: unknown operations {unknown}; known: {OPERATIONS}")
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The operations this backend computes, in :data:`OPERATIONS` order."""
+        return tuple(op for op in OPERATIONS if op in self.builders)
 
     @property
     def derivatives(self) -> str:
@@ -111,6 +122,15 @@ def backend_capabilities(name: str) -> BackendCapabilities:
 def list_backends() -> list[BackendCapabilities]:
     """Every registered backend's record, in registration order."""
     return list(_REGISTRY.values())
+
+
+def backends_for(operation: str) -> tuple[str, ...]:
+    """The names of the registered backends that compute ``operation``.
+
+    >>> "sparse" in backends_for("product_basis") and "so2" in backends_for("edge_convolution")
+    True
+    """
+    return tuple(record.name for record in _REGISTRY.values() if operation in record.builders)
 
 
 def format_table(header: list[str], rows: list[list[str]], width: int = 30) -> str:
@@ -155,27 +175,32 @@ def backends_table() -> str:
     return format_table(header, rows)
 
 
-def make_executor(backend: str, spec: TensorProductSpec, **options) -> nn.Module:
-    """Build ``backend``'s executor for ``spec``.
+def build_operation(operation: str, backend: str, spec, **options) -> nn.Module:
+    """Build ``backend``'s executor of ``operation`` for ``spec``.
 
-    ValueError for an unknown backend, one that does not execute tensor products, or a spec it
+    ValueError for an unknown backend, one that does not compute ``operation``, or a spec it
     cannot compute exactly (the message lists every path or weight it cannot express). Never
     falls back to another backend. ``options`` go to the backend's builder.
     """
     record = backend_capabilities(backend)
-    if record.build is None or "tensor_product" not in record.operations:
+    if operation not in record.builders:
         raise ValueError(
-            f"backend {backend!r} does not execute TensorProduct specs (it computes: "
-            f"{', '.join(record.operations)})"
+            f"backend {backend!r} does not compute {operation} (it computes: {', '.join(record.operations)})"
         )
-    problems = record.limitations(spec)
-    if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise ValueError(
-            f"backend {backend!r} cannot compute this tensor product "
-            f"({spec.irreps_in1} x {spec.irreps_in2} -> {spec.irreps_out}) exactly:\n{listed}"
-        )
-    return record.build(spec, **options)
+    if isinstance(spec, TensorProductSpec):
+        problems = record.limitations(spec)
+        if problems:
+            listed = "\n".join(f"  - {p}" for p in problems)
+            raise ValueError(
+                f"backend {backend!r} cannot compute this {operation.replace('_', ' ')} "
+                f"({spec.irreps_in1} x {spec.irreps_in2} -> {spec.irreps_out}) exactly:\n{listed}"
+            )
+    return record.builders[operation](spec, **options)
+
+
+def make_executor(backend: str, spec: TensorProductSpec, **options) -> nn.Module:
+    """Build ``backend``'s tensor-product executor for ``spec`` (see :func:`build_operation`)."""
+    return build_operation("tensor_product", backend, spec, **options)
 
 
 def _build_cg(spec: TensorProductSpec, **options) -> nn.Module:
@@ -186,10 +211,23 @@ def _build_cg(spec: TensorProductSpec, **options) -> nn.Module:
     return CGTensorProduct(spec)
 
 
+def _build_cg_product_basis(spec, **options) -> nn.Module:
+    from equitensor.nn.symmetric_contraction import DenseProductBasis
+
+    if options:
+        raise ValueError(f"the 'cg' product basis takes no options, got {sorted(options)}")
+    return DenseProductBasis(spec)
+
+
 CG = BackendCapabilities(
     name="cg",
     summary="Clebsch-Gordan reference in pure PyTorch (sparse real CG tensors)",
-    operations=("tensor_product", "gaunt_product", "edge_convolution", "product_basis"),
+    builders={
+        "tensor_product": _build_cg,
+        "gaunt_product": _build_cg,
+        "edge_convolution": through_tensor_product("cg", blockwise=True),
+        "product_basis": _build_cg_product_basis,
+    },
     paths="all parity-allowed paths",
     weights="per path: every e3nn mode, shared or per sample",
     exact=True,
@@ -198,7 +236,6 @@ CG = BackendCapabilities(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=no_limitations,
-    build=_build_cg,
 )
 
 register_backend(CG)

@@ -47,6 +47,7 @@ from equitensor.serialization import atomic_write
 from equitensor.tp.backends.capabilities import BackendCapabilities, describe_path, register_backend
 from equitensor.tp.backends.cg import _path_from_product, _weight_subscript
 from equitensor.tp.backends.spherical_signal import CastCache
+from equitensor.tp.edge_products import through_tensor_product
 from equitensor.tp.spec import Instruction, TensorProductSpec
 
 __all__ = [
@@ -513,7 +514,7 @@ def build_cp(
 CAPABILITIES = BackendCapabilities(
     name="cp",
     summary="CP-decomposed CG tensor per path (TDN-style), fitted by float64 ALS, cached on disk",
-    operations=("tensor_product", "edge_convolution"),
+    builders={"tensor_product": build_cp, "edge_convolution": through_tensor_product("cp")},
     paths="all parity-allowed paths, every e3nn mode",
     weights="same as cg: per path, every e3nn mode, shared or per sample",
     exact=False,
@@ -524,7 +525,6 @@ CAPABILITIES = BackendCapabilities(
     max_derivative_order=None,
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
-    build=build_cp,
 )
 
 register_backend(CAPABILITIES)

@@ -22,6 +22,13 @@ def cuda_limitations(spec: TensorProductSpec) -> list[Limitation]:
     return [Limitation(index, reason) for index, reason in edge_conv_limitations(spec)]
 
 
+def build_cuda_edge_convolution(spec: TensorProductSpec, **options):
+    """The fused kernels' edge convolution (options: ``deterministic``)."""
+    from equitensor.kernels.edge_conv import FusedEdgeProduct
+
+    return FusedEdgeProduct(spec, **options)
+
+
 def cuda_available(device: torch.device) -> str | None:
     """Why the kernels cannot run on ``device`` here, or None."""
     from equitensor import kernels
@@ -46,7 +53,7 @@ CAPABILITIES = BackendCapabilities(
     name="cuda",
     summary="fused CUDA kernels: gather, 'uvu' product with SH(edge) and receiver sum in one kernel, "
     "generated per irreps with the CG constants compiled in (NVRTC via CuPy)",
-    operations=("edge_convolution",),
+    builders={"edge_convolution": build_cuda_edge_convolution},
     paths="all weighted 'uvu' node x SH(edge) paths, SH blocks of multiplicity 1 (EdgeConvolution only)",
     weights="same as cg: per edge, path and channel (the TensorProduct layout)",
     exact=True,
@@ -55,7 +62,6 @@ CAPABILITIES = BackendCapabilities(
     devices=("cuda",),
     dtypes=(torch.float32, torch.float64),
     limitations=cuda_limitations,
-    build=None,  # built by EdgeConvolution(backend="cuda")
     available=cuda_available,
 )
 

@@ -33,6 +33,7 @@ from equitensor.tp.backends.gaunt_edge import (
     signal_backend_limitations,
 )
 from equitensor.tp.backends.spherical_signal import CastCache
+from equitensor.tp.edge_products import through_tensor_product
 from equitensor.tp.spec import TensorProductSpec
 
 
@@ -157,7 +158,11 @@ def build_gaunt(spec: TensorProductSpec, **options) -> nn.Module:
 CAPABILITIES = BackendCapabilities(
     name="gaunt",
     summary="Gaunt product by 2D Fourier series and FFT convolution (closed-form float64 tables)",
-    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    builders={
+        "tensor_product": build_gaunt,
+        "gaunt_product": build_gaunt,
+        "edge_convolution": through_tensor_product("gaunt"),
+    },
     paths=SIGNAL_PATHS,
     weights=SIGNAL_WEIGHTS,
     exact=True,
@@ -166,7 +171,6 @@ CAPABILITIES = BackendCapabilities(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=signal_backend_limitations,
-    build=build_gaunt,
 )
 
 register_backend(CAPABILITIES)

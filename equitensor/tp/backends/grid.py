@@ -34,6 +34,7 @@ from equitensor.tp.backends.gaunt_edge import (
     signal_backend_limitations,
 )
 from equitensor.tp.backends.spherical_signal import CastCache
+from equitensor.tp.edge_products import through_tensor_product
 from equitensor.tp.spec import TensorProductSpec
 
 
@@ -145,7 +146,11 @@ def build_grid(
 CAPABILITIES = BackendCapabilities(
     name="grid",
     summary="Gaunt product by Gauss-Legendre x uniform S2 quadrature, resolution derived from the degrees",
-    operations=("tensor_product", "gaunt_product", "edge_convolution"),
+    builders={
+        "tensor_product": build_grid,
+        "gaunt_product": build_grid,
+        "edge_convolution": through_tensor_product("grid"),
+    },
     paths=SIGNAL_PATHS,
     weights=SIGNAL_WEIGHTS,
     exact=True,
@@ -155,7 +160,6 @@ CAPABILITIES = BackendCapabilities(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=signal_backend_limitations,
-    build=build_grid,
 )
 
 register_backend(CAPABILITIES)

@@ -48,6 +48,7 @@ from equitensor.tp.backends.capabilities import (
     describe_path,
     register_backend,
 )
+from equitensor.tp.edge_products import sum_into_receivers
 from equitensor.tp.spec import TensorProductSpec
 
 __all__ = ["edge_frame_rotation", "wigner_D_from_matrix", "SO2EdgeProduct", "so2_limitations", "CAPABILITIES"]
@@ -296,10 +297,34 @@ def so2_limitations(spec: TensorProductSpec) -> list[Limitation]:
     ]
 
 
+class SO2EdgeConvolution(nn.Module):
+    """The ``so2`` edge convolution: :class:`SO2EdgeProduct` per edge (``per_edge``), summed into
+    the receivers. It reads the edge vectors, not their spherical harmonics."""
+
+    uses_sh = False
+
+    def __init__(self, spec: TensorProductSpec, *, mmax: int | None = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.per_edge = SO2EdgeProduct(spec, mmax=mmax, sh_normalization="component")
+
+    def forward(self, node_feats, edge_vectors, edge_sh, edge_weights, edge_index) -> torch.Tensor:
+        sender, receiver = edge_index
+        messages = self.per_edge(node_feats[sender], edge_vectors, edge_weights)
+        return sum_into_receivers(receiver, node_feats.shape[0], messages)
+
+
+def _build_so2_edge_convolution(spec: TensorProductSpec, **options) -> SO2EdgeConvolution:
+    unknown = sorted(set(options) - {"mmax"})
+    if unknown:
+        raise ValueError(f"the 'so2' edge convolution takes only mmax, got {unknown}")
+    return SO2EdgeConvolution(spec, **options)
+
+
 CAPABILITIES = BackendCapabilities(
     name="so2",
     summary="edge convolution in the edge frame (eSCN): per-edge Wigner D, SO(2) map per |m|",
-    operations=("edge_convolution",),
+    builders={"edge_convolution": _build_so2_edge_convolution},
     paths="all parity-allowed 'uvu' node x SH(edge) paths (EdgeConvolution only)",
     weights="same as cg: per edge, path and channel (the TensorProduct layout)",
     exact=True,
@@ -311,7 +336,6 @@ CAPABILITIES = BackendCapabilities(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=so2_limitations,
-    build=None,  # built by EdgeConvolution(backend="so2"): it needs the edge vectors, not SH
 )
 
 register_backend(CAPABILITIES)

@@ -108,8 +108,15 @@ class SparseEdgeProduct(FixedDtypeBuffers):
         )
         self.register_buffer("coefficients", torch.tensor(values, dtype=torch.float64), persistent=False)
 
+    uses_sh = True
+
     def forward(
-        self, node_feats: torch.Tensor, sh: torch.Tensor, edge_weights: torch.Tensor, edge_index: torch.Tensor
+        self,
+        node_feats: torch.Tensor,
+        edge_vectors: torch.Tensor,
+        sh: torch.Tensor,
+        edge_weights: torch.Tensor,
+        edge_index: torch.Tensor,
     ) -> torch.Tensor:
         from equitensor.kernels.sparse_contract import sparse_contract
 
@@ -130,11 +137,28 @@ class SparseEdgeProduct(FixedDtypeBuffers):
         return out.reshape(n, self.out_dim * c).index_select(1, self.out_to_mul_ir)
 
 
+def _build_sparse_edge_convolution(spec: TensorProductSpec, **options) -> SparseEdgeProduct:
+    if options:
+        raise ValueError(f"the 'sparse' edge convolution takes no options, got {sorted(options)}")
+    return SparseEdgeProduct(spec)
+
+
+def _build_sparse_product_basis(spec, **options):
+    from equitensor.nn.symmetric_contraction import SparseProductBasis
+
+    if options:
+        raise ValueError(f"the 'sparse' product basis takes no options, got {sorted(options)}")
+    return SparseProductBasis(spec)
+
+
 CAPABILITIES = BackendCapabilities(
     name="sparse",
     summary="compiled kernels (C++ on CPU, CUDA on GPU) over the non-zero CG / generalised-CG "
     "coefficients, channels innermost, gather and scatter fused (edge convolution; MACE product basis)",
-    operations=("edge_convolution", "product_basis"),
+    builders={
+        "edge_convolution": _build_sparse_edge_convolution,
+        "product_basis": _build_sparse_product_basis,
+    },
     paths="weighted 'uvu' node x SH(edge) paths with one node multiplicity (EdgeConvolution); "
     "every symmetric contraction (SymmetricContraction)",
     weights="same as cg: per edge, path and channel; per element, path and channel",
@@ -144,7 +168,6 @@ CAPABILITIES = BackendCapabilities(
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float64),
     limitations=sparse_limitations,
-    build=None,  # built by EdgeConvolution(backend="sparse") / SymmetricContraction(backend="sparse")
     available=sparse_available,
 )
 
