@@ -59,6 +59,11 @@ class Irrep(tuple):
 
     Accepts ``Irrep(l, p)``, ``Irrep("1o")``, ``Irrep("2y")`` (``y``: parity ``(-1)^l`` of the
     spherical harmonics), ``Irrep((l, p))`` and ``Irrep(Irrep)``.
+
+    >>> Irrep("1o"), Irrep(2, 1), Irrep("2y"), Irrep("1o").dim
+    (1o, 2e, 2e, 3)
+    >>> Irrep("1o") * Irrep("1o")
+    (0e, 1e, 2e)
     """
 
     def __new__(cls, l: IrrepLike | int, p: int | None = None) -> Irrep:
@@ -286,6 +291,12 @@ class Irreps(tuple):
     ``int * Irreps`` and ``Irreps * int`` repeat the list as tuples do (e3nn):
     ``2 * Irreps("0e + 1o") == "0e + 1o + 0e + 1o"``; to scale multiplicities write
     ``Irreps([(2 * mul, ir) for mul, ir in irreps])``.
+
+    >>> irreps = Irreps("16x0e + 8x1o")
+    >>> irreps, irreps.dim, irreps.num_irreps
+    (16x0e+8x1o, 40, 24)
+    >>> Irreps("0e + 1o + 0e").sort().irreps.simplify()
+    2x0e+1x1o
     """
 
     # e3nn's tools (``e3nn.util.test.assert_equivariant`` and friends) recognise irreps by this

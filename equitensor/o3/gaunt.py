@@ -44,6 +44,12 @@ def gaunt(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device=No
     Harmonics are :func:`equitensor.o3.spherical_harmonics` with 'integral' normalization. Zero when
     l1 + l2 + l3 is odd; ValueError on a triangle violation. Computed in float64 once (cached)
     and returned as a copy in ``dtype`` (default: the default dtype) on ``device``.
+
+    >>> G = gaunt(1, 1, 0, dtype=torch.float64)
+    >>> G.shape, torch.allclose(G[:, :, 0], torch.eye(3, dtype=torch.float64) / math.sqrt(4 * math.pi))
+    (torch.Size([3, 3, 1]), True)
+    >>> bool((gaunt(1, 1, 1) == 0).all())  # l1 + l2 + l3 odd
+    True
     """
     _check_triangle(l1, l2, l3)
     return _gaunt_f64(l1, l2, l3).to(dtype=dtype or torch.get_default_dtype(), device=device, copy=True)

@@ -236,6 +236,12 @@ def spherical_harmonics(
     finite gradients); otherwise the output is the homogeneous polynomial ``|x|^l Y(x/|x|)``.
     ``normalization``: 'integral' (orthonormal on the sphere), 'component' (``|Y^l|^2 = 2l+1``
     on the sphere, ``Y^0 = 1``) or 'norm' (``|Y^l| = 1`` on the sphere).
+
+    >>> x = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
+    >>> spherical_harmonics("0e + 1o + 2e", x, normalize=True).shape
+    torch.Size([1, 9])
+    >>> spherical_harmonics([0, 1], x, normalize=True, normalization="component")
+    tensor([[1.0000, 0.0000, 0.0000, 1.7321]], dtype=torch.float64)
     """
     ls, _ = _parse_ls(l)
     return _spherical_harmonics(tuple(ls), x, normalize, normalization)
@@ -257,6 +263,10 @@ class SphericalHarmonics(torch.nn.Module):
 
     The arguments are e3nn's: ``irreps_out`` (degrees as an int, a list of ints, or irreps),
     ``irreps_in`` ('1o' vector or '1e' pseudovector).
+
+    >>> sh = SphericalHarmonics("0e + 1o + 2e", normalize=True)
+    >>> sh.irreps_out, sh(torch.randn(10, 3)).shape
+    (1x0e+1x1o+1x2e, torch.Size([10, 9]))
     """
 
     def __init__(

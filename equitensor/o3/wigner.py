@@ -79,6 +79,10 @@ def change_basis_real_to_complex(l: int, dtype: torch.dtype | None = None, devic
 
     Rows index the complex m = -l..l (Condon-Shortley convention), columns the real basis. dtype
     is the real dtype whose complex counterpart is returned (default: complex of the default dtype).
+
+    >>> Q = change_basis_real_to_complex(1, dtype=torch.float64)
+    >>> Q.dtype, torch.allclose(Q @ Q.conj().T, torch.eye(3, dtype=torch.complex128))
+    (torch.complex128, True)
     """
     _check_l(l)
     q = torch.zeros(2 * l + 1, 2 * l + 1, dtype=torch.complex128)
@@ -183,6 +187,13 @@ def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, devic
     C is invariant, ``C_ijk = C_abc D1_ai D2_bj D3_ck`` for every rotation, and has Frobenius norm 1.
     Computed once in float64 (cached) and returned as a fresh copy in ``dtype`` on ``device``.
     Raises ValueError when (l1, l2, l3) violates the triangle condition.
+
+    >>> C = wigner_3j(1, 2, 3, dtype=torch.float64)
+    >>> C.shape, round(C.norm().item(), 6)
+    (torch.Size([3, 5, 7]), 1.0)
+    >>> C = wigner_3j(1, 1, 0, dtype=torch.float64)
+    >>> torch.allclose(C[:, :, 0], torch.eye(3, dtype=torch.float64) / 3**0.5)
+    True
     """
     _check_triangle(l1, l2, l3)
     dtype = dtype or torch.get_default_dtype()
@@ -196,6 +207,10 @@ def wigner_3j_sparse(l1: int, l2: int, l3: int) -> tuple[torch.Tensor, torch.Ten
     """Non-zero entries of :func:`wigner_3j`: ``indices`` (nnz, 3) long and ``values`` (nnz,) float64.
 
     Zeros are decided exactly (rational arithmetic), so the list holds exactly the non-zeros.
+
+    >>> indices, values = wigner_3j_sparse(1, 1, 0)
+    >>> indices.tolist(), torch.allclose(values, torch.full((3,), 3**-0.5, dtype=torch.float64))
+    ([[0, 0, 0], [1, 1, 0], [2, 2, 0]], True)
     """
     _check_triangle(l1, l2, l3)
     entries = _wigner_3j_exact(l1, l2, l3)
@@ -260,6 +275,11 @@ def so3_generators(l: int, dtype: torch.dtype | None = None, device=None) -> tor
 
     ``wigner_D(l, a, 0, 0) = matrix_exp(a * X[1])`` and so on; for l=1 they are the usual
     cross-product matrices (``X[k] @ v = e_k x v``).
+
+    >>> X = so3_generators(2, dtype=torch.float64)
+    >>> a = torch.tensor(0.3, dtype=torch.float64)
+    >>> X.shape, torch.allclose(torch.linalg.matrix_exp(a * X[1]), wigner_D(2, a, 0 * a, 0 * a))
+    (torch.Size([3, 5, 5]), True)
     """
     _check_l(l)
     return _so3_generators_f64(l).to(dtype=dtype or torch.get_default_dtype(), device=device, copy=True)
@@ -288,6 +308,11 @@ def wigner_D(l: int, alpha: torch.Tensor, beta: torch.Tensor, gamma: torch.Tenso
     Rotation ``gamma`` about y is applied first, then ``beta`` about x, then ``alpha`` about y, as in
     :func:`equitensor.o3.angles_to_matrix`; ``wigner_D(1, ...)`` equals that rotation matrix.
     It is a homomorphism, ``D(R1 R2) = D(R1) D(R2)``, and orthogonal.
+
+    >>> from equitensor.o3.rotations import angles_to_matrix, rand_angles
+    >>> angles = rand_angles(4, dtype=torch.float64)
+    >>> wigner_D(2, *angles).shape, torch.allclose(wigner_D(1, *angles), angles_to_matrix(*angles))
+    (torch.Size([4, 5, 5]), True)
     """
     _check_l(l)
     tensors = [t for t in (alpha, beta, gamma) if isinstance(t, torch.Tensor)]
