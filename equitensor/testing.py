@@ -114,6 +114,12 @@ def equivariance_error(
     come from ``Irreps.randn`` in ``dtype`` (default: that of ``args_in``, else torch's default).
 
     Returns ``{(parity_k, did_translate): [error per output]}``.
+
+    >>> def cross(a, b):
+    ...     return torch.linalg.cross(a, b, dim=-1)
+    >>> errors = equivariance_error(cross, ["1o", "1o"], "1e", dtype=torch.float64)
+    >>> sorted(errors), max(max(e) for e in errors.values()) < 1e-12
+    ([(0, False), (1, False)], True)
     """
     irreps_in = _normalize_irreps(irreps_in)
     irreps_out = _normalize_irreps(irreps_out)
@@ -153,7 +159,12 @@ def equivariance_error(
 
 
 def format_equivariance_error(errors: dict[tuple[int, bool], list[float]]) -> str:
-    """One line per transform: which transform, the largest error and the output it occurred in."""
+    """One line per transform: which transform, the largest error and the output it occurred in.
+
+    >>> print(format_equivariance_error({(0, False): [1e-7, 3e-7], (1, False): [2e-7, 0.0]}))
+    (parity_k=0, did_translate=False) rotation: max error 3.000e-07 in output 1
+    (parity_k=1, did_translate=False) rotation x inversion (parity): max error 2.000e-07 in output 0
+    """
     lines = []
     for (parity_k, translate), errs in errors.items():
         what = "rotation" if parity_k == 0 else "rotation x inversion (parity)"
@@ -182,6 +193,13 @@ def assert_equivariant(
 
     Arguments as `equivariance_error`; ``tolerance`` defaults to ``FLOAT_TOLERANCE`` of the compute
     dtype. Returns the error dict.
+
+    >>> def cross(a, b):
+    ...     return torch.linalg.cross(a, b, dim=-1)
+    >>> errors = assert_equivariant(cross, ["1o", "1o"], "1e")  # a x b is a pseudovector: passes
+    >>> assert_equivariant(cross, ["1o", "1o"], "1o")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    AssertionError: cross is not equivariant: largest error ...
     """
     __tracebackhide__ = True
     compute_dtype = _compute_dtype(args_in, dtype)
@@ -224,6 +242,10 @@ def random_irreps(
 
     With ``clean=False`` each is an ``Irreps``, its string, or a list of ``(mul, (l, p))``, at random.
     ``allow_empty=False`` guarantees at least one copy. ``rng`` defaults to the ``random`` module.
+
+    >>> import random
+    >>> random_irreps(3, lmax=2, clean=True, allow_empty=False, rng=random.Random(0))
+    [3x0o+4x1o+2x1o+4x0e, 1x0o+4x2e+2x0e, 3x2e+2x1o+4x2e]
     """
     rng = rng or _random
     if not (n >= 1 and lmax >= 0 and 0 <= mul_min <= mul_max):
@@ -262,6 +284,10 @@ def assert_gradients(
     Floating tensors in ``inputs`` are cast to float64, cloned and made to require grad; an
     ``nn.Module`` ``fn`` is deep-copied to float64. Runs ``torch.autograd.gradcheck`` and
     ``gradgradcheck`` and raises AssertionError naming the check that failed.
+
+    >>> from equitensor.o3 import spherical_harmonics
+    >>> x = torch.tensor([[1.0, 2.0, 3.0], [-0.5, 0.3, 0.8]])
+    >>> assert_gradients(lambda x: spherical_harmonics(2, x, normalize=True), x)  # raises if wrong
     """
     __tracebackhide__ = True
     if isinstance(fn, torch.nn.Module):

@@ -53,6 +53,13 @@ class TensorProduct(nn.Module):
     default dtype); before it, calling the module raises. Then
     ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
     places the internal weights.
+
+    >>> instructions = [(0, 0, 0, "uvw", True), (1, 0, 1, "uvw", True)]
+    >>> tp = TensorProduct("2x0e + 1x1o", "1o", "2x1o + 1x1e", instructions)
+    >>> tp
+    TensorProduct(2x0e+1x1o x 1x1o -> 2x1o+1x1e | 2 paths | 5 weights | backend=cg)
+    >>> tp(torch.randn(10, 5), torch.randn(10, 3)).shape
+    torch.Size([10, 9])
     """
 
     def __init__(
@@ -254,7 +261,14 @@ def _filter(filter_ir_out):
 
 
 class FullyConnectedTensorProduct(TensorProduct):
-    """All paths ``(i1, i2) -> i_out`` allowed by the selection rules, mode ``uvw``, weighted."""
+    """All paths ``(i1, i2) -> i_out`` allowed by the selection rules, mode ``uvw``, weighted.
+
+    >>> from equitensor.testing import assert_equivariant
+    >>> tp = FullyConnectedTensorProduct("2x0e + 1x1o", "1o", "3x1o + 0e")
+    >>> tp.weight_numel, tp(torch.randn(4, 5), torch.randn(4, 3)).shape
+    (7, torch.Size([4, 10]))
+    >>> errors = assert_equivariant(tp, [tp.irreps_in1, tp.irreps_in2], tp.irreps_out)  # raises if not
+    """
 
     def __init__(
         self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, irreps_out: IrrepsLike, **kwargs
@@ -271,7 +285,14 @@ class FullyConnectedTensorProduct(TensorProduct):
 
 
 class FullTensorProduct(TensorProduct):
-    """Every product ``x1_u (x) x2_v`` (mode ``uvuv``), no weights; outputs sorted like e3nn."""
+    """Every product ``x1_u (x) x2_v`` (mode ``uvuv``), no weights; outputs sorted like e3nn.
+
+    >>> tp = FullTensorProduct("2x1o", "1o")
+    >>> tp.irreps_out, tp.weight_numel
+    (2x0e+2x1e+2x2e, 0)
+    >>> tp(torch.randn(4, 6), torch.randn(4, 3)).shape
+    torch.Size([4, 18])
+    """
 
     def __init__(self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, filter_ir_out=None, **kwargs) -> None:
         irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
@@ -290,7 +311,13 @@ class FullTensorProduct(TensorProduct):
 
 
 class ElementwiseTensorProduct(TensorProduct):
-    """Channel-by-channel products ``x1_u (x) x2_u`` (mode ``uuu``), no weights."""
+    """Channel-by-channel products ``x1_u (x) x2_u`` (mode ``uuu``), no weights.
+
+    >>> tp = ElementwiseTensorProduct("2x1o", "2x1o", filter_ir_out=["0e"])
+    >>> x, y = torch.randn(2, 6, dtype=torch.float64)
+    >>> tp.irreps_out, torch.allclose(tp(x, y), (x.view(2, 3) * y.view(2, 3)).sum(-1) / 3**0.5)
+    (2x0e, True)
+    """
 
     def __init__(self, irreps_in1: IrrepsLike, irreps_in2: IrrepsLike, filter_ir_out=None, **kwargs) -> None:
         irreps_in1, irreps_in2 = Irreps(irreps_in1).simplify(), Irreps(irreps_in2).simplify()
