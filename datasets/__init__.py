@@ -25,7 +25,12 @@ DEFAULT_DATASET = Path(__file__).parent / "default" / "cuni_emt.xyz"
 
 
 def default_dataset_path() -> Path:
-    """The shipped default data set: EMT-labelled MD of 32-atom CuNi fcc cells (see default/README.md)."""
+    """The shipped default data set: EMT-labelled MD of 32-atom CuNi fcc cells (see default/README.md).
+
+    >>> path = default_dataset_path()
+    >>> path.name, len(read_structures(path))
+    ('cuni_emt.xyz', 302)
+    """
     if not DEFAULT_DATASET.is_file():
         raise DatasetError(f"the default data set {DEFAULT_DATASET} is missing from this installation")
     return DEFAULT_DATASET

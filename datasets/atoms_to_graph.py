@@ -37,6 +37,14 @@ def neighbour_list(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, 
     """Senders, receivers and integer cell shifts of every pair closer than ``r_max``.
 
     Self-pairs appear only through a periodic image. Non-periodic directions need no cell.
+
+    >>> from ase.build import bulk, molecule
+    >>> sender, receiver, shifts = neighbour_list(molecule("H2O"), 2.0)
+    >>> sender.tolist(), receiver.tolist(), shifts.shape
+    ([1, 2, 0, 2, 0, 1], [0, 0, 1, 1, 2, 2], (6, 3))
+    >>> sender, receiver, shifts = neighbour_list(bulk("Cu", "fcc", a=3.6), 3.0)
+    >>> len(sender), bool((sender == receiver).all())  # 12 neighbours, all images of the one atom
+    (12, True)
     """
     i, j, shifts = _vesin_calculator(float(r_max)).compute(
         np.ascontiguousarray(atoms.positions, dtype=np.float64),
@@ -61,7 +69,15 @@ def graph_from_pairs(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
 ) -> AtomicGraph:
-    """One structure with the given (sender, receiver, integer shift) pairs as an AtomicGraph."""
+    """One structure with the given (sender, receiver, integer shift) pairs as an AtomicGraph.
+
+    >>> import torch
+    >>> from ase.build import molecule
+    >>> water = molecule("H2O")
+    >>> graph = graph_from_pairs(water, neighbour_list(water, 1.2), torch.float32)  # the O-H bonds
+    >>> graph.num_edges, graph.positions.dtype, graph.edge_index.tolist()
+    (4, torch.float32, [[1, 2, 0, 0], [0, 0, 1, 2]])
+    """
     sender, receiver, shifts = pairs
     as_float = {"dtype": dtype, "device": device}
     return AtomicGraph(
@@ -79,5 +95,11 @@ def graph_from_pairs(
 
 
 def graph_from_atoms(atoms: Atoms, r_max: float, dtype: torch.dtype = torch.float64) -> AtomicGraph:
-    """One structure as an AtomicGraph with every neighbour within ``r_max``."""
+    """One structure as an AtomicGraph with every neighbour within ``r_max``.
+
+    >>> from ase.build import bulk
+    >>> graph = graph_from_atoms(bulk("Cu", "fcc", a=3.6, cubic=True), 3.0)
+    >>> graph.num_nodes, graph.num_edges, graph.cell.shape, graph.pbc.tolist()
+    (4, 48, torch.Size([1, 3, 3]), [[True, True, True]])
+    """
     return graph_from_pairs(atoms, neighbour_list(atoms, r_max), dtype)

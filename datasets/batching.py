@@ -26,6 +26,15 @@ class Labels:
     energy (B,) eV; forces (N, 3) eV/Å; stress and virials (B, 3, 3) (ASE sign);
     weight (B,) the structure weight; {energy,forces,stress,virials}_weight (B,) per-label weights,
     0 where the label is absent. config_type: one string per structure.
+
+    Example: the labels of one frame of the shipped data set (it has no virials: weight 0).
+
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> labels = GraphDataset(read_structures(default_dataset_path())[2:3], 3.0)[0].labels
+    >>> labels.energy.shape, labels.forces.shape, labels.stress.shape
+    (torch.Size([1]), torch.Size([32, 3]), torch.Size([1, 3, 3]))
+    >>> labels.stress_weight.tolist(), labels.virials_weight.tolist(), labels.config_type
+    ([1.0], [0.0], ('MD_300K',))
     """
 
     energy: torch.Tensor
@@ -51,7 +60,15 @@ class Labels:
 
 @dataclass(frozen=True)
 class GraphBatch:
-    """A batched graph and the labels of its structures."""
+    """A batched graph and the labels of its structures.
+
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> item = GraphDataset(read_structures(default_dataset_path())[2:3], 3.0)[0]
+    >>> item.num_graphs, item.graph.num_nodes, item.labels.forces.shape
+    (1, 32, torch.Size([32, 3]))
+    >>> item.to(dtype=torch.float32).labels.energy.dtype
+    torch.float32
+    """
 
     graph: AtomicGraph
     labels: Labels
@@ -91,7 +108,14 @@ def labels_of(structure: LabelledStructure, dtype: torch.dtype = torch.float64) 
 
 
 def batch_labels(labels: Sequence[Labels]) -> Labels:
-    """Concatenate labels in the same order as :func:`equitensor.graph.batch_graphs`."""
+    """Concatenate labels in the same order as :func:`equitensor.graph.batch_graphs`.
+
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> dataset = GraphDataset(read_structures(default_dataset_path())[:3], 3.0)
+    >>> labels = batch_labels([item.labels for item in dataset])
+    >>> labels.energy.shape, labels.forces.shape, labels.config_type
+    (torch.Size([3]), torch.Size([34, 3]), ('IsolatedAtom', 'IsolatedAtom', 'MD_300K'))
+    """
     if not labels:
         raise ValueError("batch_labels needs at least one Labels")
     tensors = {
@@ -103,7 +127,15 @@ def batch_labels(labels: Sequence[Labels]) -> Labels:
 
 
 def collate_graphs(items: Sequence[GraphBatch]) -> GraphBatch:
-    """DataLoader collate function: one disjoint graph and the concatenated labels."""
+    """DataLoader collate function: one disjoint graph and the concatenated labels.
+
+    >>> from torch.utils.data import DataLoader
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> dataset = GraphDataset(read_structures(default_dataset_path())[:4], 3.0)
+    >>> batch = next(iter(DataLoader(dataset, batch_size=3, collate_fn=collate_graphs)))
+    >>> batch.num_graphs, batch.graph.num_nodes, batch.labels.energy.shape
+    (3, 34, torch.Size([3]))
+    """
     return GraphBatch(batch_graphs([i.graph for i in items]), batch_labels([i.labels for i in items]))
 
 
@@ -111,6 +143,15 @@ class GraphDataset(Dataset):
     """Labelled structures as graphs with every neighbour within ``r_max`` (built once, in memory).
 
     Items are one-structure :class:`GraphBatch` objects; batch them with :func:`collate_graphs`.
+
+    Example: two isolated atoms and two 32-atom CuNi cells of the shipped data set.
+
+    >>> from equitensor.datasets import default_dataset_path, read_structures
+    >>> dataset = GraphDataset(read_structures(default_dataset_path())[:4], r_max=3.0)
+    >>> len(dataset), dataset.num_atoms.tolist(), dataset.num_edges.tolist()
+    (4, [1, 1, 32, 32], [0, 0, 384, 384])
+    >>> dataset.average_num_neighbours(), dataset[2].graph.num_edges
+    (11.636363636363637, 384)
     """
 
     def __init__(
@@ -145,6 +186,15 @@ class MaxSizeBatchSampler(Sampler[list[int]]):
     A structure that alone exceeds a limit is an error, not a batch over the limit. With
     ``shuffle``, the order of epoch e is a permutation drawn from ``seed + e``; call
     :meth:`set_epoch` every epoch (as with DistributedSampler).
+
+    Example: at most two structures and 64 atoms per batch (use it as a DataLoader's
+    ``batch_sampler``; :meth:`for_dataset` takes the sizes from a :class:`GraphDataset`).
+
+    >>> sampler = MaxSizeBatchSampler([1, 1, 32, 32, 32], max_structures=2, max_atoms=64)
+    >>> list(sampler), len(sampler)
+    ([[0, 1], [2, 3], [4]], 3)
+    >>> sorted(i for batch in MaxSizeBatchSampler([1, 1, 32], max_atoms=33, shuffle=True) for i in batch)
+    [0, 1, 2]
     """
 
     def __init__(

@@ -27,14 +27,26 @@ def is_isolated_atom(
 def split_isolated_atoms(
     structures: Sequence[LabelledStructure], config_types: Sequence[str] = ISOLATED_ATOM_CONFIG_TYPES
 ) -> tuple[list[LabelledStructure], list[LabelledStructure]]:
-    """(isolated-atom frames, all other frames), each in the original order."""
+    """(isolated-atom frames, all other frames), each in the original order.
+
+    >>> from equitensor.datasets import default_dataset_path, read_structures
+    >>> isolated, others = split_isolated_atoms(read_structures(default_dataset_path()))
+    >>> [s.config_type for s in isolated], len(others)
+    (['IsolatedAtom', 'IsolatedAtom'], 300)
+    """
     isolated = [s for s in structures if is_isolated_atom(s, config_types)]
     others = [s for s in structures if not is_isolated_atom(s, config_types)]
     return isolated, others
 
 
 def isolated_atom_energies(isolated: Sequence[LabelledStructure]) -> dict[int, float]:
-    """E0 per atomic number from one-atom frames; repeated elements must agree to 1e-6 eV."""
+    """E0 per atomic number from one-atom frames; repeated elements must agree to 1e-6 eV.
+
+    >>> from equitensor.datasets import default_dataset_path, read_structures
+    >>> isolated, _ = split_isolated_atoms(read_structures(default_dataset_path()))
+    >>> isolated_atom_energies(isolated)  # Cu and Ni, eV
+    {29: 3.51, 28: 4.44}
+    """
     e0s: dict[int, float] = {}
     for structure in isolated:
         if structure.num_atoms != 1:
@@ -58,6 +70,17 @@ def fit_e0s(structures: Sequence[LabelledStructure]) -> tuple[dict[int, float], 
 
     When the compositions do not determine every element (e.g. every structure is the same
     molecule), lstsq returns the minimum-norm solution and the sentence says so.
+
+    Example: energies that are exactly -1 eV per H and -5 eV per O.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import structures_from_atoms
+    >>> frames = [molecule(name) for name in ("H2", "H2O", "O2")]
+    >>> for atoms, energy in zip(frames, (-2.0, -7.0, -10.0)):
+    ...     atoms.info["energy"] = energy
+    >>> e0s, sentence = fit_e0s(structures_from_atoms(frames, require=("energy",)))
+    >>> {z: round(e0, 6) for z, e0 in e0s.items()}
+    {1: -1.0, 8: -5.0}
     """
     labelled = [s for s in structures if s.energy is not None]
     if not labelled:
@@ -100,6 +123,10 @@ def compute_e0s(
 
     Isolated atoms must then cover every element of the other frames: a mix of isolated-atom and
     fitted E0s is never made silently.
+
+    >>> from equitensor.datasets import default_dataset_path, read_structures
+    >>> compute_e0s(read_structures(default_dataset_path()))
+    ({29: 3.51, 28: 4.44}, 'E0s from 2 isolated-atom frames (Ni, Cu).')
     """
     isolated, others = split_isolated_atoms(structures, config_types)
     if not isolated:

@@ -22,6 +22,16 @@ class AtomicGraph:
     unit_shifts: (E, 3) integer cell translations of the sender image (float dtype).
     cell: (B, 3, 3) rows are lattice vectors (zeros for a non-periodic structure).
     pbc: (B, 3) bool. batch: (N,) structure index of each atom. num_graphs: B.
+
+    Example: a water molecule with every pair closer than 2 Å as an edge.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> graph = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> graph.num_nodes, graph.num_edges, graph.num_graphs
+    (3, 6, 1)
+    >>> graph.edge_vectors().shape
+    torch.Size([6, 3])
     """
 
     positions: torch.Tensor
@@ -91,7 +101,16 @@ class AtomicGraph:
 
 
 def batch_graphs(graphs: list[AtomicGraph]) -> AtomicGraph:
-    """Concatenate graphs into one disjoint graph, offsetting node indices and batch ids."""
+    """Concatenate graphs into one disjoint graph, offsetting node indices and batch ids.
+
+    >>> from ase.build import bulk, molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> water = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> copper = graph_from_atoms(bulk("Cu", "fcc", a=3.6), 3.0)
+    >>> both = batch_graphs([water, copper])
+    >>> both.num_graphs, both.num_nodes, both.batch.tolist()
+    (2, 4, [0, 0, 0, 1])
+    """
     if not graphs:
         raise ValueError("batch_graphs needs at least one graph")
     node_offsets = torch.cumsum(torch.tensor([0] + [g.num_nodes for g in graphs[:-1]]), 0)
@@ -109,7 +128,15 @@ def batch_graphs(graphs: list[AtomicGraph]) -> AtomicGraph:
 
 
 def split_graph(graph: AtomicGraph) -> list[AtomicGraph]:
-    """The structures of a batched graph, one graph each (the inverse of :func:`batch_graphs`)."""
+    """The structures of a batched graph, one graph each (the inverse of :func:`batch_graphs`).
+
+    >>> from ase.build import bulk, molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> water = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> copper = graph_from_atoms(bulk("Cu", "fcc", a=3.6), 3.0)
+    >>> [(part.num_nodes, part.num_edges) for part in split_graph(batch_graphs([water, copper]))]
+    [(3, 6), (1, 12)]
+    """
     counts = torch.bincount(graph.batch, minlength=graph.num_graphs).tolist()
     edge_graph = graph.batch[graph.sender]
     parts, start = [], 0
@@ -134,7 +161,21 @@ def split_graph(graph: AtomicGraph) -> list[AtomicGraph]:
 def as_atomic_graph(graph) -> AtomicGraph:
     """``graph`` itself, or the AtomicGraph of an object with PyG-style fields (``pos``, ``z``,
     ``edge_index``, ``edge_cell_shift``, ``cell`` (B, 3, 3), ``pbc`` (B, 3), ``batch`` or none for
-    one structure): what :mod:`equitensor.interop.pyg` writes, so models take a PyG batch."""
+    one structure): what :mod:`equitensor.interop.pyg` writes, so models take a PyG batch.
+
+    Any object with those fields will do; here a plain namespace:
+
+    >>> from types import SimpleNamespace
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> graph = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> as_atomic_graph(graph) is graph
+    True
+    >>> data = SimpleNamespace(pos=graph.positions, z=graph.numbers, edge_index=graph.edge_index,
+    ...                        edge_cell_shift=graph.unit_shifts, cell=graph.cell, pbc=graph.pbc)
+    >>> as_atomic_graph(data).num_edges
+    6
+    """
     if isinstance(graph, AtomicGraph):
         return graph
     missing = [
@@ -171,6 +212,13 @@ def strained(graph: AtomicGraph) -> tuple[AtomicGraph, torch.Tensor, torch.Tenso
     Returns the strained graph (positions and cell depend on the strain), the positions leaf
     and the strain leaf (B, 3, 3), both with ``requires_grad``. This is MACE's
     ``get_symmetric_displacement``: r' = r (1 + eps_sym), cell' = cell (1 + eps_sym).
+
+    >>> from ase.build import bulk
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> graph = graph_from_atoms(bulk("Cu", "fcc", a=3.6), 3.0)
+    >>> work, positions, strain = strained(graph)
+    >>> strain.shape, positions.requires_grad, torch.equal(work.cell, graph.cell)
+    (torch.Size([1, 3, 3]), True, True)
     """
     positions = graph.positions.detach().requires_grad_(True)
     strain = torch.zeros_like(graph.cell).requires_grad_(True)
@@ -194,6 +242,17 @@ def energy_derivatives(
     ``energy`` is per structure (B,). Stress follows ASE's sign convention (positive is
     tensile); structures without a periodic cell get zero stress. ``training=True`` keeps the
     graph so a loss on forces can be differentiated again.
+
+    Example: a harmonic energy 0.5 |r|^2 per atom has forces -r.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> graph = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> work, positions, strain = strained(graph)
+    >>> energy = graph.structure_sum(0.5 * work.positions.square().sum(-1))
+    >>> out = energy_derivatives(energy, graph, positions, strain)
+    >>> torch.allclose(out["forces"], -graph.positions), out["stress"].abs().max().item()
+    (True, 0.0)
     """
     inputs = [positions] if strain is None else [positions, strain]
     if energy.requires_grad:

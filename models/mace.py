@@ -195,6 +195,18 @@ class MACE(FixedDtypeBuffers):
 
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
     rebuilds the model. E0s, scale and shift are float64 buffers whatever the model's dtype.
+
+    Example: a tiny MACE for H and O (float64, like the graph) on a water molecule.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import MACE
+    >>> model = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> out = model(graph_from_atoms(molecule("H2O"), model.r_max))
+    >>> out["energy"].shape, out["node_energy"].shape, out["forces"].shape
+    (torch.Size([1]), torch.Size([3]), torch.Size([3, 3]))
+    >>> torch.allclose(out["forces"].sum(0), torch.zeros(3, dtype=torch.float64))  # no net force
+    True
     """
 
     fixed_dtype_buffers = ("atomic_energies", "scale", "shift")

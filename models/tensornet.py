@@ -286,6 +286,18 @@ class TensorNet(nn.Module):
             any device) or "sparse" (the compiled ``equitensor::sparse_contract`` kernels: one
             pass over the edges with no per-edge 3x3 tensors, C++ on CPU, CUDA on GPU; same
             numbers to round-off, any derivative order).
+
+    Example: a tiny float32 TensorNet for H and O; the stress is zero without a periodic cell.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import TensorNet
+    >>> model = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8])
+    >>> out = model(graph_from_atoms(molecule("H2O"), model.r_max, torch.float32), compute_stress=True)
+    >>> out["energy"].shape, out["forces"].shape, out["stress"].abs().max().item()
+    (torch.Size([1]), torch.Size([3, 3]), 0.0)
+    >>> model.config["dtype"], model.elements
+    ('float32', [1, 8])
     """
 
     def __init__(
