@@ -24,7 +24,14 @@ from equitensor.errors import InputError
 
 
 class ConfigError(InputError):
-    """A configuration that cannot be used; the message names the key and what is allowed."""
+    """A configuration that cannot be used; the message names the key and what is allowed.
+
+    >>> try:
+    ...     load_config(None, ["model=schnet"])
+    ... except ConfigError as error:
+    ...     print(error)
+    quickstart preset with overrides: model must be one of mace, tensornet, got 'schnet'
+    """
 
 
 CHOICES = {
@@ -73,6 +80,14 @@ class TrainConfig:
     scatter's summation order varies), ``tensorboard`` (auto: event
     files in ``RUN/tensorboard`` when the ``tensorboard`` package is installed, true: required,
     false: none). The resolved configuration is written to ``RUN/config.yaml`` at every start.
+
+    Example: every key has a default; a run folder defaults to ``runs/NAME``.
+
+    >>> config = TrainConfig(model="tensornet", r_max=4.5, epochs=10, name="water")
+    >>> config.run_dir.as_posix(), config.forces_weight, config.dtype
+    ('runs/water', 100.0, 'float64')
+    >>> config.to_dict()["model_kwargs"]
+    {}
     """
 
     model: str = "mace"
@@ -407,7 +422,14 @@ def apply_overrides(values: dict, overrides: Sequence[str]) -> dict:
 
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The configuration from a YAML file (or the quickstart preset when ``path`` is None),
-    with command-line overrides applied last."""
+    with command-line overrides applied last.
+
+    Example: the quickstart preset with two overrides (a YAML file's path works the same way).
+
+    >>> config = load_config(None, ["epochs=2", "model_kwargs.num_channels=8"])
+    >>> config.name, config.model, config.epochs, config.model_kwargs["num_channels"], config.r_max
+    ('quickstart', 'mace', 2, 8, 4.0)
+    """
     if path is None:
         values: dict = dict(QUICKSTART)
         where = "quickstart preset"

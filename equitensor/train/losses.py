@@ -40,7 +40,17 @@ def num_atoms_per_structure(graph: AtomicGraph) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class WeightedLoss:
-    """Weighted MSE or Huber loss of energy per atom, forces, stress and virials per atom."""
+    """Weighted MSE or Huber loss of energy per atom, forces, stress and virials per atom.
+
+    Example: exact forces and an energy 0.1 eV/atom too high give w_E * 0.1^2.
+
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> item = GraphDataset(read_structures(default_dataset_path())[2:3], 3.0)[0]  # 32 atoms
+    >>> predictions = {"energy": item.labels.energy + 3.2, "forces": item.labels.forces}
+    >>> loss = WeightedLoss(energy_weight=1.0, forces_weight=100.0)
+    >>> round(loss(predictions, item.labels, item.graph).item(), 8), loss.needs_stress
+    (0.01, False)
+    """
 
     energy_weight: float = 1.0
     forces_weight: float = 100.0
