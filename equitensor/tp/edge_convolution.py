@@ -46,6 +46,10 @@ def edge_product_irreps(
 
     The output holds one block per path (not simplified), sorted in e3nn's order, exactly as
     MACE's ``tp_out_irreps_with_instructions``.
+
+    >>> irreps_out, instructions = edge_product_irreps("2x0e + 2x1o", "0e + 1o", "0e + 1o")
+    >>> irreps_out, instructions[:2]
+    (2x0e+2x0e+2x1o+2x1o, [(0, 0, 0, 'uvu', True), (0, 1, 2, 'uvu', True)])
     """
     irreps_node, irreps_sh = Irreps(irreps_node), Irreps(irreps_sh)
     allowed = None if irreps_target is None else {ir for _, ir in Irreps(irreps_target)}
@@ -78,6 +82,15 @@ class EdgeConvolution(nn.Module):
     ``torch.distributed`` rank 0 chooses for all), or ``device=`` at construction (for the
     default dtype); before it, calling the module raises. Then
     ``self.backend`` is the chosen name and ``self.backend_choice`` says why.
+
+    >>> conv = EdgeConvolution("4x0e + 4x1o", "0e + 1o + 2e", "4x0e + 4x1o")
+    >>> nodes, vectors = torch.randn(3, 16, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    >>> weights = torch.randn(4, conv.weight_numel, dtype=torch.float64)
+    >>> edge_index = torch.tensor([[0, 1, 2, 0], [1, 2, 0, 2]])  # senders, receivers
+    >>> so2 = EdgeConvolution("4x0e + 4x1o", "0e + 1o + 2e", "4x0e + 4x1o", backend="so2")
+    >>> out = conv(nodes, vectors, weights, edge_index)
+    >>> out.shape, torch.allclose(so2(nodes, vectors, weights, edge_index), out)
+    (torch.Size([3, 44]), True)
     """
 
     def __init__(

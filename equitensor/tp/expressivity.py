@@ -18,7 +18,15 @@ _MAX_REASONS = 6  # reasons shown per backend when printing; the report holds al
 
 @dataclass(frozen=True)
 class BackendFit:
-    """One backend's answer: ``status`` is 'exact', 'approximate' or 'no'."""
+    """One backend's answer: ``status`` is 'exact', 'approximate' or 'no'.
+
+    >>> from equitensor.tp import TensorProduct
+    >>> fit = expressivity(TensorProduct("1o", "1o", "1e", [(0, 0, 0, "uuu", False)]))["gaunt"]
+    >>> fit.status, fit.paths_not_expressible
+    ('no', (0,))
+    >>> print(fit.limitations[0])
+    path 0 (1x1o x 1x1o -> 1x1e, uuu): l1+l2+l3 is odd, and a pointwise product on the sphere has no such path
+    """
 
     backend: str
     status: str
@@ -32,6 +40,19 @@ class BackendFit:
 
 @dataclass(frozen=True)
 class ExpressivityReport:
+    """What every registered backend answers about one product, as :func:`expressivity` returns it.
+
+    ``exact``, ``approximate`` and ``unsupported`` list the backends by status, ``report[name]``
+    is one backend's :class:`BackendFit`, and ``str(report)`` a table followed by the reasons.
+
+    >>> from equitensor.tp import FullyConnectedTensorProduct
+    >>> report = expressivity(FullyConnectedTensorProduct("2x0e + 1x1o", "1o", "3x1o + 0e"))
+    >>> "cg" in report.exact, "cp" in report.approximate, "gaunt" in report.unsupported
+    (True, True, True)
+    >>> print(str(report).splitlines()[0])
+    tensor_product: 2x0e+1x1o x 1x1o -> 3x1o+1x0e, 2 paths
+    """
+
     spec: TensorProductSpec
     operation: str
     fits: tuple[BackendFit, ...]
@@ -101,7 +122,13 @@ def _spec_and_operation(obj: Any) -> tuple[TensorProductSpec, str]:
 
 
 def expressivity(obj: Any) -> ExpressivityReport:
-    """Ask every registered backend whether it can compute ``obj`` (a spec or product module)."""
+    """Ask every registered backend whether it can compute ``obj`` (a spec or product module).
+
+    >>> from equitensor.tp import FullyConnectedTensorProduct
+    >>> report = expressivity(FullyConnectedTensorProduct("2x0e + 1x1o", "1o", "3x1o + 0e"))
+    >>> report.operation, report["cg"].status, report["cp"].status, report["gaunt"].status
+    ('tensor_product', 'exact', 'approximate', 'no')
+    """
     spec, operation = _spec_and_operation(obj)
     fits = []
     for record in list_backends():

@@ -62,6 +62,13 @@ class GauntProduct(nn.Module):
     default dtype); before it, calling the module raises. Then
     ``self.backend`` is the chosen name and ``self.backend_choice`` says why. ``device`` also
     places the weights.
+
+    >>> gp = GauntProduct(4, lmax1=2, lmax2=2, lmax_out=2)
+    >>> gp.irreps_in1, gp(torch.randn(10, 36), torch.randn(10, 36)).shape
+    (4x0e+4x1o+4x2e, torch.Size([10, 36]))
+    >>> scalars = GauntProduct(1, 0, 0, 0, weights=False)  # scalars multiply exactly
+    >>> round(scalars(torch.tensor([2.0]), torch.tensor([3.0])).item(), 5)
+    6.0
     """
 
     def __init__(

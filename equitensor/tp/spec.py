@@ -34,6 +34,11 @@ class Instruction:
 
     ``path_weight`` is the value the user gave; ``coefficient`` is the final normalization
     factor the path is multiplied by (e3nn overwrites ``path_weight`` with it; we keep both).
+
+    >>> spec = TensorProductSpec.build("2x1o", "1o", "2x1e", [(0, 0, 0, "uvu", True)])
+    >>> ins = spec.instructions[0]
+    >>> ins.connection_mode, ins.path_shape, ins.weight_numel, ins.path_weight
+    ('uvu', (2, 1), 2, 1.0)
     """
 
     i_in1: int
@@ -120,6 +125,11 @@ class TensorProductSpec:
     Normalization follows e3nn, including its known wart (e3nn/e3nn#296): the fan-in is
     counted per *block* as written, so ``"3x0e+7x0e"`` and ``"10x0e"`` normalize differently.
     Call ``Irreps.simplify()`` first if that is not wanted.
+
+    >>> instructions = [(0, 0, 0, "uvw", True), (1, 0, 1, "uvw", True)]
+    >>> spec = TensorProductSpec.build("2x0e + 1x1o", "1o", "2x1o + 1x1e", instructions)
+    >>> spec.irreps_out, len(spec.instructions), spec.weight_numel
+    (2x1o+1x1e, 2, 5)
     """
 
     irreps_in1: Irreps

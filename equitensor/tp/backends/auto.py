@@ -437,6 +437,14 @@ def resolve_backends(
     With ``torch.distributed`` initialised and several ranks, rank 0 measures and broadcasts its
     choices (every rank must call this, as with any collective), so all ranks run the same
     backends whatever their own timings.
+
+    >>> from equitensor import FullyConnectedTensorProduct
+    >>> tp = FullyConnectedTensorProduct("2x0e + 1x1o", "1o", "3x1o + 0e", backend="auto")
+    >>> tp.backend, tp.backend_choice
+    ('auto', None)
+    >>> choices = resolve_backends(tp)  # only cg computes it exactly: chosen without measuring
+    >>> tp.backend, choices[""].source
+    ('cg', 'only candidate')
     """
     pending = {
         name: module

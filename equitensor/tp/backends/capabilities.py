@@ -31,7 +31,12 @@ OPERATIONS = ("tensor_product", "gaunt_product", "edge_convolution", "product_ba
 @dataclass(frozen=True)
 class Limitation:
     """Why a backend cannot compute (part of) a spec: the instruction index (None: the whole
-    spec) and a sentence a person can act on."""
+    spec) and a sentence a person can act on.
+
+    >>> limitation = Limitation(2, "path 2: mode 'uvw' is not computed")
+    >>> limitation.instruction, str(limitation)
+    (2, "path 2: mode 'uvw' is not computed")
+    """
 
     instruction: int | None
     reason: str
@@ -67,6 +72,12 @@ class BackendCapabilities:
     ``available(device)`` returns why the backend cannot run on ``device`` in this environment
     (e.g. CuPy missing), or None; None (the default) means it runs wherever ``devices`` says.
     ``backend="auto"`` consults it.
+
+    >>> cg = backend_capabilities("cg")
+    >>> cg.exact, cg.derivatives, cg.devices
+    (True, 'any order (autograd)', ('cpu', 'cuda'))
+    >>> cg.operations
+    ('tensor_product', 'gaunt_product', 'edge_convolution', 'product_basis')
     """
 
     name: str
@@ -103,14 +114,27 @@ _REGISTRY: dict[str, BackendCapabilities] = {}
 
 
 def register_backend(record: BackendCapabilities, *, replace: bool = False) -> None:
-    """Publish a backend's record; ValueError if the name is taken (unless ``replace``)."""
+    """Publish a backend's record; ValueError if the name is taken (unless ``replace``).
+
+    >>> cg = backend_capabilities("cg")
+    >>> register_backend(cg)
+    Traceback (most recent call last):
+    ValueError: a backend named 'cg' is already registered
+    >>> register_backend(cg, replace=True)  # same record again: the registry is unchanged
+    """
     if record.name in _REGISTRY and not replace:
         raise ValueError(f"a backend named {record.name!r} is already registered")
     _REGISTRY[record.name] = record
 
 
 def backend_capabilities(name: str) -> BackendCapabilities:
-    """The record of backend ``name``; ValueError naming the available ones otherwise."""
+    """The record of backend ``name``; ValueError naming the available ones otherwise.
+
+    >>> backend_capabilities("cg").summary
+    'Clebsch-Gordan reference in pure PyTorch (sparse real CG tensors)'
+    >>> backend_capabilities("so2").operations
+    ('edge_convolution',)
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -120,7 +144,12 @@ def backend_capabilities(name: str) -> BackendCapabilities:
 
 
 def list_backends() -> list[BackendCapabilities]:
-    """Every registered backend's record, in registration order."""
+    """Every registered backend's record, in registration order.
+
+    >>> names = [record.name for record in list_backends()]
+    >>> names[0], {"cg", "gaunt", "so2", "sparse"} <= set(names)
+    ('cg', True)
+    """
     return list(_REGISTRY.values())
 
 
@@ -157,7 +186,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def backends_table() -> str:
-    """The registered backends as a table a person can read (one row per backend)."""
+    """The registered backends as a table a person can read (one row per backend).
+
+    >>> table = backends_table()
+    >>> table.splitlines()[0].split()
+    ['backend', 'computes', 'paths', 'weights', 'exactness', 'derivatives', 'devices', 'dtypes']
+    """
     header = ["backend", "computes", "paths", "weights", "exactness", "derivatives", "devices", "dtypes"]
     rows = [
         [
@@ -181,6 +215,15 @@ def build_operation(operation: str, backend: str, spec, **options) -> nn.Module:
     ValueError for an unknown backend, one that does not compute ``operation``, or a spec it
     cannot compute exactly (the message lists every path or weight it cannot express). Never
     falls back to another backend. ``options`` go to the backend's builder.
+
+    >>> from equitensor.tp import FullyConnectedTensorProduct
+    >>> spec = FullyConnectedTensorProduct("2x0e + 1x1o", "1o", "3x1o + 0e").spec
+    >>> executor = build_operation("tensor_product", "cg", spec)
+    >>> executor(torch.randn(4, 5), torch.randn(4, 3), torch.randn(spec.weight_numel)).shape
+    torch.Size([4, 10])
+    >>> build_operation("tensor_product", "so2", spec)
+    Traceback (most recent call last):
+    ValueError: backend 'so2' does not compute tensor_product (it computes: edge_convolution)
     """
     record = backend_capabilities(backend)
     if operation not in record.builders:
@@ -199,7 +242,13 @@ def build_operation(operation: str, backend: str, spec, **options) -> nn.Module:
 
 
 def make_executor(backend: str, spec: TensorProductSpec, **options) -> nn.Module:
-    """Build ``backend``'s tensor-product executor for ``spec`` (see :func:`build_operation`)."""
+    """Build ``backend``'s tensor-product executor for ``spec`` (see :func:`build_operation`).
+
+    >>> spec = TensorProductSpec.build("1o", "1o", "0e", [(0, 0, 0, "uuu", False)])
+    >>> x = torch.tensor([[1.0, 2.0, 2.0]], dtype=torch.float64)
+    >>> make_executor("cg", spec)(x, x, None)  # |x|^2 / sqrt(3), 'component' normalization
+    tensor([[5.1962]], dtype=torch.float64)
+    """
     return build_operation("tensor_product", backend, spec, **options)
 
 

@@ -33,7 +33,11 @@ _FACTORISATION_TOLERANCE = 1e-9
 
 
 def spherical_irreps(channels: int, lmax: int) -> Irreps:
-    """``Cx0e + Cx1o + Cx2e + ...`` up to ``lmax``: the irreps of a spherical signal."""
+    """``Cx0e + Cx1o + Cx2e + ...`` up to ``lmax``: the irreps of a spherical signal.
+
+    >>> spherical_irreps(8, 3)
+    8x0e+8x1o+8x2e+8x3o
+    """
     if channels < 1 or lmax < 0:
         raise ValueError(f"need channels >= 1 and lmax >= 0, got channels={channels}, lmax={lmax}")
     return Irreps([(channels, (l, (-1) ** l)) for l in range(lmax + 1)])
@@ -45,6 +49,10 @@ def gaunt_spec(channels: int, lmax1: int, lmax2: int, lmax_out: int, scale: floa
     Every even path (l1, l2, l3) in mode 'uuu' without weights and with coefficient
     ``scale * c(l1, l2, l3)`` (irrep and path normalization 'none', ``path_weight = coefficient^2``;
     c > 0 in e3nn's basis), so ``out = scale * sum G x1 x2``.
+
+    >>> spec = gaunt_spec(2, 1, 1, 2)
+    >>> spec.irreps_out, [(ins.i_in1, ins.i_in2, ins.i_out) for ins in spec.instructions]
+    (2x0e+2x1o+2x2e, [(0, 0, 0), (0, 1, 1), (1, 0, 1), (1, 1, 0), (1, 1, 2)])
     """
     instructions = [
         (l1, l2, l3, "uuu", False, (scale * gaunt_factor(l1, l2, l3)) ** 2)
