@@ -32,7 +32,11 @@ def has_values(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` holds values that a check can read: False on the ``meta`` device and
     while ``torch.export`` traces (a check there would be a data-dependent branch in the exported
     graph: validate the inputs before calling an exported model). ``torch.compile`` still checks
-    (a graph break)."""
+    (a graph break).
+
+    >>> has_values(torch.zeros(2)), has_values(torch.zeros(2, device="meta"))
+    (True, False)
+    """
     return not (tensor.is_meta or torch.compiler.is_exporting())
 
 
@@ -56,7 +60,16 @@ def cached(cache: dict, key, build: Callable[[], T]) -> T:
 
 
 def cache_unless_tracing(function: Callable[..., T]) -> Callable[..., T]:
-    """``functools.cache`` for functions that build tensors, through :func:`cached`."""
+    """``functools.cache`` for functions that build tensors, through :func:`cached`.
+
+    >>> calls = []
+    >>> @cache_unless_tracing
+    ... def table(n):
+    ...     calls.append(n)
+    ...     return torch.arange(n)
+    >>> table(3), table(3), calls  # built once
+    (tensor([0, 1, 2]), tensor([0, 1, 2]), [3])
+    """
     store: dict = {}
 
     @functools.wraps(function)

@@ -154,7 +154,16 @@ def read_checked(path: str | os.PathLike, what: str, map_location: str | torch.d
 
 
 def save_model(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model`` as config + state_dict (atomically)."""
+    """Write ``model`` as config + state_dict (atomically).
+
+    >>> import os, tempfile
+    >>> from equitensor.models import TensorNet
+    >>> model = TensorNet(hidden_channels=4, num_layers=1, num_rbf=4, cutoff=5.0, max_z=10)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_model(model, os.path.join(folder, "model.pt"))
+    ...     sorted(os.listdir(folder))
+    ['model.pt']
+    """
     atomic_save(model_record(model), path)
 
 
@@ -184,7 +193,17 @@ def model_from_record(record: dict, source: str = "<record>") -> nn.Module:
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Load a model saved by :func:`save_model` (or the model inside a training checkpoint),
-    checksum verified."""
+    checksum verified.
+
+    >>> import os, tempfile
+    >>> from equitensor.models import TensorNet
+    >>> model = TensorNet(hidden_channels=4, num_layers=1, num_rbf=4, cutoff=5.0, max_z=10)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     save_model(model, os.path.join(folder, "model.pt"))
+    ...     loaded = load_model(os.path.join(folder, "model.pt"))
+    >>> type(loaded).__name__, loaded.config == model.config
+    ('TensorNet', True)
+    """
     record = read_checked(path, "equitensor model file", map_location)
     if "model_record" in record:  # a training checkpoint
         record = record["model_record"]

@@ -43,6 +43,13 @@ class NormalizedActivation(nn.Module):
     """``f(x) * c`` with ``c`` making the second moment 1 for normal inputs (e3nn's ``normalize2mom``).
 
     The factor is skipped when it is within 1e-4 of 1, as in e3nn.
+
+    >>> act = NormalizedActivation("silu")
+    >>> round(act.scale, 3)
+    1.679
+    >>> z = torch.randn(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> round(act(z).pow(2).mean().item(), 1)  # unit second moment
+    1.0
     """
 
     def __init__(self, name: str = "silu") -> None:

@@ -77,6 +77,11 @@ class GauntProductBasis(nn.Module):
     (N, irreps_out.dim). ``backend``: 'cg' (reference), 'gaunt' (2D FFT), 'grid' (S2 quadrature)
     or 'auto', the :class:`GauntProduct` backend of every power. ``weights[nu - 1]`` has shape
     (num_elements, C, lmax_out + 1), initialised ``randn`` as in the port.
+
+    >>> basis = GauntProductBasis("4x0e + 4x1o", "4x0e + 4x1o", correlation=3, num_elements=2)
+    >>> node_attrs = torch.nn.functional.one_hot(torch.tensor([0, 1, 1]), num_classes=2).float()
+    >>> basis(torch.randn(3, basis.irreps_in.dim), node_attrs).shape
+    torch.Size([3, 16])
     """
 
     def __init__(

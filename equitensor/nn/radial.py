@@ -22,6 +22,11 @@ class BesselBasis(nn.Module):
     never have zero length). The frequencies ``n pi / r_max`` are fixed, as in MACE's default,
     and made in the input's dtype on every call (so float64 keeps them exact); with
     ``trainable=True`` they are a parameter instead.
+
+    >>> basis = BesselBasis(r_max=5.0, num_basis=8)
+    >>> r = torch.tensor([1.0, 2.5], dtype=torch.float64)
+    >>> basis(r).shape, torch.allclose(basis(r)[:, 0], math.sqrt(2 / 5) * torch.sin(math.pi * r / 5) / r)
+    (torch.Size([2, 8]), True)
     """
 
     def __init__(self, r_max: float, num_basis: int = 8, trainable: bool = False) -> None:
@@ -57,6 +62,9 @@ class PolynomialCutoff(nn.Module):
 
     ``u(x) = 1 - (p+1)(p+2)/2 x^p + p(p+2) x^(p+1) - p(p+1)/2 x^(p+2)``, ``x = r / r_max``, times
     ``(r < r_max)``. MACE trains with p=5 (its CLI default ``--num_cutoff_basis``).
+
+    >>> PolynomialCutoff(r_max=5.0, p=5)(torch.tensor([0.0, 2.5, 5.0], dtype=torch.float64)).tolist()
+    [1.0, 0.7734375, 0.0]
     """
 
     def __init__(self, r_max: float, p: int = 5) -> None:
@@ -81,7 +89,14 @@ class PolynomialCutoff(nn.Module):
 
 
 class RadialEmbedding(nn.Module):
-    """Edge features ``bessel(r) * envelope(r)``, shape (E, num_bessel): MACE's RadialEmbeddingBlock."""
+    """Edge features ``bessel(r) * envelope(r)``, shape (E, num_bessel): MACE's RadialEmbeddingBlock.
+
+    >>> embedding = RadialEmbedding(r_max=5.0, num_bessel=8)
+    >>> lengths = torch.tensor([1.0, 2.5, 4.9])
+    >>> expected = embedding.bessel(lengths) * embedding.cutoff(lengths)[:, None]
+    >>> embedding(lengths).shape, torch.allclose(embedding(lengths), expected)
+    (torch.Size([3, 8]), True)
+    """
 
     def __init__(self, r_max: float, num_bessel: int = 8, num_polynomial_cutoff: int = 5) -> None:
         super().__init__()
@@ -100,6 +115,10 @@ class RadialMLP(nn.Module):
     hidden layers are followed by the activation rescaled to unit second moment
     (:class:`NormalizedActivation`); the last layer has no activation. Weight ``i`` has shape
     ``(sizes[i], sizes[i + 1])`` like e3nn's ``layer{i}.weight``.
+
+    >>> mlp = RadialMLP([8, 64, 64, 16])
+    >>> mlp(torch.randn(100, 8)).shape, [tuple(weight.shape) for weight in mlp.weights]
+    (torch.Size([100, 16]), [(8, 64), (64, 64), (64, 16)])
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "silu") -> None:

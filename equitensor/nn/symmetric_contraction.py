@@ -82,6 +82,10 @@ def generalized_cg(irreps_in: IrrepsLike, ir_out, correlation: int) -> torch.Ten
     ``D`` their total dimension, ``correlation`` the number of copies (1 to 3). Columns are
     MACE's coupling paths in MACE's order; the tensor is equivariant,
     ``U[.., D(R) on every input slot] = D_L(R) U``. Computed once per arguments and cached.
+
+    >>> U = generalized_cg("0e + 1o", "0e", correlation=2)  # paths 0e x 0e -> 0e and 1o x 1o -> 0e
+    >>> U.shape, torch.allclose(U[0, 1:, 1:, 1], torch.eye(3, dtype=torch.float64) / 3**0.5)
+    (torch.Size([1, 4, 4, 2]), True)
     """
     irreps = _coupling_irreps(irreps_in)
     if not 1 <= correlation <= MAX_CORRELATION:
