@@ -34,7 +34,12 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def model_cutoff(model: nn.Module) -> float:
-    """The radius within which the model needs every neighbour (every equitensor model's ``r_max``)."""
+    """The radius within which the model needs every neighbour (every equitensor model's ``r_max``).
+
+    >>> from equitensor.models import TensorNet
+    >>> model_cutoff(TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[29]))
+    3.0
+    """
     cutoff = getattr(model, "r_max", None)
     if cutoff is None:
         raise TypeError(f"{type(model).__name__} has no `r_max`; cannot build its graph")
@@ -106,6 +111,11 @@ def prepare_model(
 
     A module passed in is converted in place (like ``Module.to``), except a backend switch, which
     builds a new module.
+
+    >>> from equitensor.models import TensorNet
+    >>> model = prepare_model(TensorNet(hidden_channels=8, num_rbf=8, atomic_numbers=[29]), dtype="float64")
+    >>> model.training, next(model.parameters()).dtype, any(p.requires_grad for p in model.parameters())
+    (False, torch.float64, False)
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, map_location="cpu")
@@ -149,6 +159,17 @@ class EquitensorCalculator(Calculator):
         backend: switch the model's tensor-product backend (see :func:`switch_backend`).
         skin: Verlet skin in Å; pairs are searched within cutoff + skin and the list is rebuilt
             once an atom moved more than skin / 2 or the cell changed. 0 rebuilds every step.
+
+    Example: a tiny (untrained) TensorNet on a cubic Cu cell, where symmetry makes every force zero.
+
+    >>> import numpy as np
+    >>> from ase.build import bulk
+    >>> from equitensor.models import TensorNet
+    >>> atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    >>> model = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[29])
+    >>> atoms.calc = EquitensorCalculator(model, dtype="float64")
+    >>> atoms.get_stress().shape, atoms.get_potential_energies().shape, np.allclose(atoms.get_forces(), 0)
+    ((6,), (4,), True)
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -216,6 +237,15 @@ def evaluate_many(
     Returns one dict per structure with "energy", "free_energy" (floats), "forces" (N, 3),
     "energies" (N,) and, for periodic cells, "stress" (Voigt 6, ASE sign). A path or a model
     given with ``device``/``dtype`` is prepared as by the calculator.
+
+    >>> from ase.build import bulk, molecule
+    >>> from equitensor.models import TensorNet
+    >>> model = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8, 29])
+    >>> results = evaluate_many(model, [molecule("H2O"), bulk("Cu", "fcc", a=3.6)], dtype="float64")
+    >>> sorted(results[1])  # the molecule's dict has no "stress"
+    ['energies', 'energy', 'forces', 'free_energy', 'stress']
+    >>> "stress" in results[0], results[0]["forces"].shape, results[1]["stress"].shape
+    (False, (3, 3), (6,))
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")

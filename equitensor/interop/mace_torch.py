@@ -54,7 +54,15 @@ def _same(t: torch.Tensor) -> torch.Tensor:
 class ParameterMatch:
     """Our parameter ``name`` and the mace-torch tensor it equals, through ``to_ours`` (a
     reordering that applies to the weight and to its gradient alike). ``frozen_zero``: an order
-    without coupling paths, an empty parameter here and a frozen zero there (nothing to copy)."""
+    without coupling paths, an empty parameter here and a frozen zero there (nothing to copy).
+
+    The items of :func:`mace_torch_parameter_map`; made by hand here:
+
+    >>> import torch
+    >>> match = ParameterMatch("linear.weight", torch.ones(2, 3))
+    >>> match.to_ours(match.theirs).shape, match.frozen_zero
+    (torch.Size([2, 3]), False)
+    """
 
     name: str
     theirs: torch.Tensor
@@ -105,7 +113,17 @@ def mace_torch_parameter_map(ours: nn.Module, theirs: nn.Module) -> list[Paramet
     """Every parameter of our :class:`~equitensor.models.MACE` (a symmetric-contraction
     ``product_backend``: 'cg' or 'sparse') with its counterpart in a mace-torch ``ScaleShiftMACE``
     of the same hyperparameters, in the order of ``ours.named_parameters()``. Raises ValueError
-    when the architectures differ."""
+    when the architectures differ.
+
+    Example (needs mace-torch):
+
+    >>> import torch
+    >>> from equitensor.models import MACE
+    >>> ours = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> matches = mace_torch_parameter_map(ours, mace_torch_model(ours))  # doctest: +SKIP
+    >>> [m.name for m in matches] == [name for name, _ in ours.named_parameters()]  # doctest: +SKIP
+    True
+    """
     if ours.config.get("product_backend", "cg") not in (*backends_for("product_basis"), "auto"):
         raise ValueError(
             f"only a MACE whose product basis is MACE's symmetric contraction (product_backend in "
@@ -184,7 +202,23 @@ def _copy(ours: nn.Module, matches: list[ParameterMatch], what: str) -> None:
 def load_mace_torch_weights(ours: nn.Module, theirs: nn.Module) -> None:
     """Copy a mace-torch ``ScaleShiftMACE``'s weights into our :class:`~equitensor.models.MACE`
     of the same hyperparameters (see the module doc; E0s, scale and shift are constructor
-    arguments of both and are not copied). Raises ValueError naming the first mismatch."""
+    arguments of both and are not copied). Raises ValueError naming the first mismatch.
+
+    Example (needs mace-torch): after the copy both models give the same energy.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> import torch
+    >>> from equitensor.models import MACE
+    >>> ours = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> graph = graph_from_atoms(molecule("H2O"), ours.r_max)
+    >>> theirs = mace_torch_model(ours)  # doctest: +SKIP
+    >>> load_mace_torch_weights(ours, theirs)  # doctest: +SKIP
+    >>> inputs = mace_torch_inputs(ours, graph)
+    >>> reference = theirs(inputs, training=False, compute_force=True)  # doctest: +SKIP
+    >>> torch.allclose(ours(graph)["energy"], reference["energy"])  # doctest: +SKIP
+    True
+    """
     _copy(ours, mace_torch_parameter_map(ours, theirs), "MACE parameter")
 
 
@@ -196,7 +230,20 @@ def load_mace_torch_contraction_weights(ours: nn.Module, theirs: nn.Module) -> N
     mace-torch built on e3nn < 0.5 has other signs for some ``wigner_3j``, so some columns of
     its coupling tensors U are the negatives of ours: the weights of those columns are negated.
     (Inside a whole model those signs cancel against its convolution's, and
-    :func:`load_mace_torch_weights` copies the weights as they are.)"""
+    :func:`load_mace_torch_weights` copies the weights as they are.)
+
+    Example (needs mace-torch): both contractions then give the same output.
+
+    >>> import torch
+    >>> from equitensor.nn import SymmetricContraction
+    >>> ours = SymmetricContraction("4x0e+4x1o", "4x0e+4x1o", 2, 2).double()
+    >>> theirs = mace_torch_contraction("4x0e+4x1o", "4x0e+4x1o", 2, 2, torch.float64)  # doctest: +SKIP
+    >>> load_mace_torch_contraction_weights(ours, theirs)  # doctest: +SKIP
+    >>> x, attrs = torch.randn(3, 16, dtype=torch.float64), torch.eye(2, dtype=torch.float64)[[0, 1, 1]]
+    >>> features = features_to_mace_torch(x, "4x0e+4x1o")
+    >>> torch.allclose(ours(x, attrs), theirs(features, attrs))  # doctest: +SKIP
+    True
+    """
     from equitensor.nn.symmetric_contraction import generalized_cg
 
     matches = _contraction_matches(ours, theirs)
@@ -222,7 +269,20 @@ def gradients_as_ours(
 ) -> list[torch.Tensor]:
     """Gradients of mace-torch's matched tensors (``None`` = unused: zero), given in the order
     of ``matches`` without the frozen zeros, as our parameters' gradients in
-    ``ours.named_parameters()`` order (frozen zeros: empty zero tensors of our shape)."""
+    ``ours.named_parameters()`` order (frozen zeros: empty zero tensors of our shape).
+
+    Typically ``matches`` is :func:`mace_torch_parameter_map` of the two models and the gradients
+    ``torch.autograd.grad`` of mace-torch's loss by ``[m.theirs for m in matches if not
+    m.frozen_zero]``. A by-hand example (an unused tensor's gradient is zero):
+
+    >>> import torch
+    >>> ours = torch.nn.Linear(3, 2, bias=False)
+    >>> matches = [ParameterMatch("weight", torch.ones(2, 3))]
+    >>> [g.shape for g in gradients_as_ours(ours, matches, [None])]
+    [torch.Size([2, 3])]
+    >>> torch.equal(gradients_as_ours(ours, matches, [torch.ones(2, 3)])[0], torch.ones(2, 3))
+    True
+    """
     parameters = dict(ours.named_parameters())
     gradients = iter(their_gradients)
     out = []
@@ -249,7 +309,18 @@ def _with_default_dtype(dtype: torch.dtype, build: Callable[[], nn.Module]) -> n
 def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.Module:
     """A mace-torch ``ScaleShiftMACE`` with the hyperparameters of our MACE (its ``config``), in
     ``dtype``, with mace-torch's own random initial weights (copy them over with
-    :func:`load_mace_torch_weights`). Needs ``mace-torch``."""
+    :func:`load_mace_torch_weights`). Needs ``mace-torch``.
+
+    Example (needs mace-torch):
+
+    >>> import torch
+    >>> from equitensor.models import MACE
+    >>> ours = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> theirs = mace_torch_model(ours)  # doctest: +SKIP
+    >>> type(theirs).__name__, sum(p.numel() for p in theirs.parameters()) == sum(
+    ...     p.numel() for p in ours.parameters())  # doctest: +SKIP
+    ('ScaleShiftMACE', True)
+    """
     from mace.modules import blocks, models
 
     o3 = import_module("e3nn.o3")  # after mace, which makes its pinned e3nn importable
@@ -287,7 +358,17 @@ def mace_torch_model(ours: nn.Module, dtype: torch.dtype = torch.float64) -> nn.
 def mace_torch_contraction(irreps_in, irreps_out, correlation: int, num_elements: int, dtype: torch.dtype):
     """mace-torch's ``SymmetricContraction`` (non-reduced CG, MACE's default normalizations) in
     ``dtype``. It takes features (N, C, D) (channels, then every irrep's components) and
-    one-hot elements, and returns (N, irreps_out.dim) in e3nn's mul_ir layout."""
+    one-hot elements, and returns (N, irreps_out.dim) in e3nn's mul_ir layout.
+
+    Example (needs mace-torch):
+
+    >>> import torch
+    >>> theirs = mace_torch_contraction("4x0e+4x1o", "4x0e", 2, 2, torch.float64)  # doctest: +SKIP
+    >>> features = features_to_mace_torch(torch.randn(3, 16, dtype=torch.float64), "4x0e+4x1o")
+    >>> attrs = torch.eye(2, dtype=torch.float64)[[0, 1, 1]]
+    >>> theirs(features, attrs).shape  # doctest: +SKIP
+    torch.Size([3, 4])
+    """
     from mace.modules.symmetric_contraction import SymmetricContraction
 
     o3 = import_module("e3nn.o3")  # after mace, as above
@@ -306,7 +387,14 @@ def mace_torch_contraction(irreps_in, irreps_out, correlation: int, num_elements
 
 def features_to_mace_torch(x: torch.Tensor, irreps) -> torch.Tensor:
     """(N, irreps.dim) in e3nn's mul_ir layout -> (N, C, D), mace-torch's product-basis input
-    (every block C x ir as (N, C, 2l+1), concatenated along the last axis; one multiplicity C)."""
+    (every block C x ir as (N, C, 2l+1), concatenated along the last axis; one multiplicity C).
+
+    >>> import torch
+    >>> x = torch.arange(16.0).reshape(1, 16)  # 4x0e (4 numbers) then 4x1o (4 x 3)
+    >>> features = features_to_mace_torch(x, "4x0e+4x1o")
+    >>> features.shape, features[0, 1].tolist()  # channel 1: its scalar, then its vector
+    (torch.Size([1, 4, 4]), [1.0, 7.0, 8.0, 9.0])
+    """
     from equitensor.irreps import Irreps
 
     irreps = Irreps(irreps)
@@ -316,7 +404,13 @@ def features_to_mace_torch(x: torch.Tensor, irreps) -> torch.Tensor:
 
 
 def features_from_mace_torch(features: torch.Tensor, irreps) -> torch.Tensor:
-    """Inverse of :func:`features_to_mace_torch`: (N, C, D) -> (N, irreps.dim) mul_ir."""
+    """Inverse of :func:`features_to_mace_torch`: (N, C, D) -> (N, irreps.dim) mul_ir.
+
+    >>> import torch
+    >>> x = torch.randn(5, 16)
+    >>> torch.equal(features_from_mace_torch(features_to_mace_torch(x, "4x0e+4x1o"), "4x0e+4x1o"), x)
+    True
+    """
     from equitensor.irreps import Irreps
 
     irreps = Irreps(irreps)
@@ -328,7 +422,17 @@ def features_from_mace_torch(features: torch.Tensor, irreps) -> torch.Tensor:
 def mace_torch_inputs(ours: nn.Module, graph) -> dict[str, torch.Tensor]:
     """mace-torch's input dict for an :class:`~equitensor.graph.AtomicGraph`, elements one-hot
     in the order of our model's ``atomic_numbers`` (positions copied: mace-torch marks its
-    positions as requiring grad)."""
+    positions as requiring grad).
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> import torch
+    >>> from equitensor.models import MACE
+    >>> ours = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> inputs = mace_torch_inputs(ours, graph_from_atoms(molecule("H2O"), ours.r_max))
+    >>> inputs["node_attrs"].tolist(), inputs["ptr"].tolist(), inputs["shifts"].shape
+    ([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], [0, 3], torch.Size([6, 3]))
+    """
     counts = torch.bincount(graph.batch, minlength=graph.num_graphs)
     dtype = graph.positions.dtype
     shifts = torch.einsum(
@@ -388,7 +492,18 @@ def mace_from_mace_torch(theirs: nn.Module, check_tolerance: float = 1e-8) -> nn
     """Our MACE computing what mace-torch's ``ScaleShiftMACE`` ``theirs`` computes (float64), its
     weights copied in, then checked: energies and forces of a random periodic structure of its
     elements must agree within ``check_tolerance`` (relative), else ValueError (e.g. reduced CG
-    coefficients, another non-linearity). Needs ``mace-torch``."""
+    coefficients, another non-linearity). Needs ``mace-torch``.
+
+    Example (needs mace-torch): a mace-torch model (here the twin of a tiny one of ours; usually one
+    trained with mace-torch, loaded with ``torch.load``) as ours.
+
+    >>> import torch
+    >>> from equitensor.models import MACE
+    >>> ours = MACE([1, 8], r_max=3.0, num_channels=4, max_ell=1, correlation=2, radial_MLP=[8]).double()
+    >>> converted = mace_from_mace_torch(mace_torch_model(ours))  # doctest: +SKIP
+    >>> converted.config["hidden_irreps"], converted.config["atomic_numbers"]  # doctest: +SKIP
+    ('4x0e+4x1o', [1, 8])
+    """
     from ase import Atoms
 
     from equitensor.datasets.atoms_to_graph import graph_from_atoms

@@ -50,7 +50,20 @@ LABEL_FIELDS = (
 def to_pyg(graph: AtomicGraph, labels=None):
     """A ``torch_geometric.data.Data`` (one structure) or ``Batch`` (several) with ``graph``'s
     tensors under PyG's names, and ``labels`` (:class:`~equitensor.datasets.batching.Labels`)
-    if given."""
+    if given.
+
+    Example (needs torch-geometric): two structures give a ``Batch``.
+
+    >>> from ase.build import bulk, molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.graph import batch_graphs
+    >>> water = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> data = to_pyg(water)  # doctest: +SKIP
+    >>> data.pos.shape, data.z.tolist(), data.edge_index.shape  # doctest: +SKIP
+    (torch.Size([3, 3]), [8, 1, 1], torch.Size([2, 6]))
+    >>> to_pyg(batch_graphs([water, graph_from_atoms(bulk("Cu"), 3.0)])).num_graphs  # doctest: +SKIP
+    2
+    """
     from torch_geometric.data import Batch, Data
 
     if graph.num_graphs == 1:
@@ -90,13 +103,36 @@ def _split_labels(labels, graph: AtomicGraph) -> list:
 
 def from_pyg(data) -> AtomicGraph:
     """The :class:`AtomicGraph` of a PyG ``Data`` or ``Batch`` written by :func:`to_pyg` (or any
-    object with those fields)."""
+    object with those fields).
+
+    Example (needs torch-geometric): the round trip is lossless.
+
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> graph = graph_from_atoms(molecule("H2O"), 2.0)
+    >>> back = from_pyg(to_pyg(graph))  # doctest: +SKIP
+    >>> torch.equal(back.edge_index, graph.edge_index), back.num_graphs  # doctest: +SKIP
+    (True, 1)
+    >>> torch.equal(back.positions, graph.positions), torch.equal(back.cell, graph.cell)  # doctest: +SKIP
+    (True, True)
+    """
     return as_atomic_graph(data)
 
 
 class PyGDataset:
     """A ``torch_geometric.data.Dataset`` view of an equitensor ``GraphDataset``: item ``i`` is
-    :func:`to_pyg` of its graph and labels. Built lazily so this module imports without PyG."""
+    :func:`to_pyg` of its graph and labels. Built lazily so this module imports without PyG.
+
+    Example (needs torch-geometric): batches from PyG's ``DataLoader``, straight into a model.
+
+    >>> from equitensor.datasets import GraphDataset, default_dataset_path, read_structures
+    >>> graphs = GraphDataset(read_structures(default_dataset_path())[:4], 3.0)
+    >>> dataset = PyGDataset(graphs)  # doctest: +SKIP
+    >>> from torch_geometric.loader import DataLoader  # doctest: +SKIP
+    >>> batch = next(iter(DataLoader(dataset, batch_size=4)))  # doctest: +SKIP
+    >>> len(dataset), batch.num_graphs, batch.pos.shape, batch.energy.shape  # doctest: +SKIP
+    (4, 4, torch.Size([66, 3]), torch.Size([4]))
+    """
 
     def __new__(cls, dataset):
         from torch_geometric.data import Dataset

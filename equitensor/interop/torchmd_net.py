@@ -44,7 +44,19 @@ __all__ = [
 
 
 class UnmappableError(InputError):
-    """An option one side has and the other lacks: the models would not compute the same thing."""
+    """An option one side has and the other lacks: the models would not compute the same thing.
+
+    Example: torchmd-net's neighbour list needs a box in reduced form, which fcc's primitive cell
+    is not.
+
+    >>> from ase.build import bulk
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> try:
+    ...     torchmd_net_inputs(graph_from_atoms(bulk("Cu", "fcc", a=3.6), 3.0), cutoff=3.0)
+    ... except UnmappableError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    torchmd-net needs a lower-triangular box with widths >= 2 x cutoff = 6.0 Å; got [[...]]
+    """
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,15 @@ def _linear(ours: str, theirs: str, bias: bool = True) -> list[ParameterMatch]:
 
 
 def torchmd_net_parameter_map(ours: nn.Module) -> list[ParameterMatch]:
-    """Every parameter and RBF buffer of our TensorNet with its torchmd-net ``TorchMD_Net`` name."""
+    """Every parameter and RBF buffer of our TensorNet with its torchmd-net ``TorchMD_Net`` name.
+
+    >>> from equitensor.models import TensorNet
+    >>> matches = torchmd_net_parameter_map(TensorNet(hidden_channels=8, num_rbf=8, atomic_numbers=[1, 8]))
+    >>> matches[0].ours, matches[0].theirs
+    ('radial_basis.means', 'representation_model.distance_expansion.means')
+    >>> [(m.ours, m.rows) for m in matches if m.rows is not None]  # their rows 1 and 8 are our 0 and 1
+    [('embedding.element_embedding.weight', (1, 8))]
+    """
     rep, emb = "representation_model", "representation_model.tensor_embedding"
     elements = tuple(ours.elements)
     matches = [ParameterMatch("radial_basis.means", f"{rep}.distance_expansion.means")]
@@ -154,7 +174,21 @@ def _atomref(theirs: nn.Module) -> nn.Module | None:
 
 def torchmd_net_model(ours: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """The torchmd-net ``TorchMD_Net`` twin of our TensorNet, our weights copied in (forces by
-    autograd, ``derivative=True``). UnmappableError for what has no counterpart."""
+    autograd, ``derivative=True``). UnmappableError for what has no counterpart.
+
+    Example (needs torchmd-net): the twin gives our energy.
+
+    >>> import torch
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import TensorNet
+    >>> ours = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8], dtype="float64")
+    >>> graph = graph_from_atoms(molecule("H2O"), ours.r_max)
+    >>> theirs = torchmd_net_model(ours)  # doctest: +SKIP
+    >>> energy, forces = theirs(**torchmd_net_inputs(graph))  # doctest: +SKIP
+    >>> torch.allclose(energy.flatten(), ours(graph)["energy"]), forces.shape  # doctest: +SKIP
+    (True, torch.Size([3, 3]))
+    """
     from torchmdnet.models.model import TorchMD_Net
     from torchmdnet.models.output_modules import Scalar
     from torchmdnet.models.tensornet import TensorNet as TheirTensorNet
@@ -201,7 +235,23 @@ def torchmd_net_model(ours: nn.Module, dtype: torch.dtype | None = None) -> nn.M
 def tensornet_from_torchmd_net(theirs: nn.Module, atomic_numbers: list[int], **options) -> nn.Module:
     """Our TensorNet computing what torchmd-net's ``TorchMD_Net`` ``theirs`` computes, for the
     elements ``atomic_numbers`` (rows of their embedding that are used). ``options`` go to our
-    constructor (e.g. ``dtype``). UnmappableError for what has no counterpart."""
+    constructor (e.g. ``dtype``). UnmappableError for what has no counterpart.
+
+    Example (needs torchmd-net): a torchmd-net model (here the twin of a tiny one of ours; usually
+    one trained with torchmd-net) as ours.
+
+    >>> import torch
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import TensorNet
+    >>> ours = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8], dtype="float64")
+    >>> graph = graph_from_atoms(molecule("H2O"), ours.r_max)
+    >>> converted = tensornet_from_torchmd_net(torchmd_net_model(ours), [1, 8])  # doctest: +SKIP
+    >>> converted.elements, converted.config["hidden_channels"]  # doctest: +SKIP
+    ([1, 8], 8)
+    >>> torch.allclose(converted(graph)["energy"], ours(graph)["energy"])  # doctest: +SKIP
+    True
+    """
     from equitensor.models import TensorNet
 
     _check_theirs(theirs)
@@ -232,7 +282,21 @@ def tensornet_from_torchmd_net(theirs: nn.Module, atomic_numbers: list[int], **o
 
 def load_torchmd_net_weights(ours: nn.Module, theirs: nn.Module) -> None:
     """Copy the weights of torchmd-net's ``TorchMD_Net`` ``theirs`` into our TensorNet ``ours``
-    (same architecture and sizes; scale from their ``std``, E0s from their Atomref prior)."""
+    (same architecture and sizes; scale from their ``std``, E0s from their Atomref prior).
+
+    Example (needs torchmd-net): a second model of the same sizes takes the first one's weights.
+
+    >>> import torch
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import TensorNet
+    >>> ours = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8], dtype="float64")
+    >>> graph = graph_from_atoms(molecule("H2O"), ours.r_max)
+    >>> other = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8], dtype="float64")
+    >>> load_torchmd_net_weights(other, torchmd_net_model(ours))  # doctest: +SKIP
+    >>> torch.allclose(other(graph)["energy"], ours(graph)["energy"])  # doctest: +SKIP
+    True
+    """
     _check_theirs(theirs)
     _copy(ours, theirs, torchmd_net_parameter_map(ours), into_ours=True)
     atomref = _atomref(theirs)
@@ -245,7 +309,22 @@ def load_torchmd_net_weights(ours: nn.Module, theirs: nn.Module) -> None:
 
 
 def gradients_as_ours(ours: nn.Module, theirs: nn.Module) -> dict[str, torch.Tensor]:
-    """torchmd-net's parameter gradients (after a backward) under our parameter names and shapes."""
+    """torchmd-net's parameter gradients (after a backward) under our parameter names and shapes.
+
+    Example (needs torchmd-net):
+
+    >>> import torch
+    >>> from ase.build import molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> from equitensor.models import TensorNet
+    >>> ours = TensorNet(hidden_channels=8, num_rbf=8, cutoff=3.0, atomic_numbers=[1, 8], dtype="float64")
+    >>> graph = graph_from_atoms(molecule("H2O"), ours.r_max)
+    >>> theirs = torchmd_net_model(ours)  # doctest: +SKIP
+    >>> energy, _ = theirs(**torchmd_net_inputs(graph))  # doctest: +SKIP
+    >>> energy.sum().backward()  # doctest: +SKIP
+    >>> gradients_as_ours(ours, theirs)["embedding.element_embedding.weight"].shape  # doctest: +SKIP
+    torch.Size([2, 8])
+    """
     grads = {name: p.grad for name, p in theirs.named_parameters()}
     out = {}
     for match in torchmd_net_parameter_map(ours):
@@ -260,7 +339,17 @@ def torchmd_net_inputs(graph: AtomicGraph, cutoff: float | None = None) -> dict[
     """Their forward's arguments for one structure of our graph: ``z``, ``pos``, ``batch`` and, for
     a periodic cell, ``box``. torchmd-net builds its own neighbour list, which is right only for a
     box in its reduced form (lower triangular, each width at least twice the cutoff): a ``cutoff``
-    given is checked against the box, UnmappableError otherwise."""
+    given is checked against the box, UnmappableError otherwise.
+
+    >>> from ase.build import bulk, molecule
+    >>> from equitensor.datasets import graph_from_atoms
+    >>> inputs = torchmd_net_inputs(graph_from_atoms(molecule("H2O"), 3.0))
+    >>> sorted(inputs), inputs["z"].tolist(), inputs["box"] is None
+    (['batch', 'box', 'pos', 'z'], [8, 1, 1], True)
+    >>> cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)  # 7.2 Å wide: fine for a 3 Å cutoff
+    >>> torchmd_net_inputs(graph_from_atoms(cell, 3.0), cutoff=3.0)["box"].shape
+    torch.Size([3, 3])
+    """
     if graph.num_graphs != 1:
         raise ValueError("torchmd-net takes one box per call: pass one structure at a time")
     periodic = bool(graph.pbc.any())
