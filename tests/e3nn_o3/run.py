@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "equitensor" / "e3nn-source")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
-    source = e3nn_source(args.e3nn_version, args.cache)
+    source = e3nn_source(args.e3nn_version, args.cache.resolve())
     env = dict(os.environ, E3NN_SOURCE=str(source / "e3nn"), PYTHONPATH=str(HERE))
     tests = source / "tests"
     command = [
