@@ -521,6 +521,16 @@ def mace_cli_test(run_dir: Path, seed: int, frames: list[Atoms]) -> dict:
     return out
 
 
+def longest_wait(losses: list[float]) -> int:
+    """The most consecutive epochs without a new lowest validation loss (what ReduceLROnPlateau's
+    patience counts, up to its 1e-4 relative threshold)."""
+    best, wait, longest = float("inf"), 0, 0
+    for loss in losses:
+        best, wait = (loss, 0) if loss < best else (best, wait + 1)
+        longest = max(longest, wait)
+    return longest
+
+
 def ours_history(run_dir: Path) -> dict:
     with open(run_dir / "metrics.csv") as file:
         history = list(csv.DictReader(file))
@@ -528,6 +538,7 @@ def ours_history(run_dir: Path) -> dict:
     return {
         "epochs_run": len(history),
         "best_epoch": int(np.argmin(losses)) + 1,
+        "longest_wait": longest_wait(losses),
         "last_lr": float(history[-1]["lr"]),
         "train_loop_s": float(sum(float(r["time_s"]) for r in history)),
     }
@@ -546,6 +557,7 @@ def mace_history(run_dir: Path, seed: int) -> dict:
     return {
         "epochs_run": len(evals),
         "best_epoch": int(evals[int(np.argmin(losses))]["epoch"]) + 1,
+        "longest_wait": longest_wait(losses),
         "checkpoint_epoch": max(kept) + 1 if kept else None,
     }
 
@@ -868,6 +880,32 @@ def notes(record: dict) -> list[str]:
         + f"; the same case and library vary by up to {spread:.2f}x between runs, so they say little "
         "about speed. The budget is matched in epochs and optimiser steps, not seconds."
     )
+    for case, setup in record["cases"].items():
+        part = [r for r in rows if r["case"] == case]
+        patience, epochs = setup["resolved"]["scheduler_patience"], setup["resolved"]["epochs"]
+        lrs = sorted({r["last_lr"] for r in part if "last_lr" in r})
+        out.append(
+            f"{case}: the plateau scheduler never lowered the learning rate: the longest run of epochs "
+            f"without a new best validation loss was {max(r['longest_wait'] for r in part)} (both "
+            f"libraries; patience {patience}, {epochs} epochs), and ours logged lr "
+            f"{', '.join(f'{x:g}' for x in lrs)} in its last epoch. With EMA on, the best validation "
+            f"loss came in the last epoch in {sum(r['best_epoch'] == epochs for r in part if r['ema'])} "
+            f"of {sum(1 for r in part if r['ema'])} runs: the budget ends while the models still improve."
+        )
+    for effect in record["ema_effect"]:
+        for metric, unit in (("forces_rmse_meV_per_A", "F RMSE"), ("energy_rmse_meV_per_atom", "E RMSE")):
+            e = effect[metric]
+            verdict = (
+                "lower with EMA for every seed"
+                if e["ema_better_every_seed"]
+                else "higher with EMA for every seed"
+                if e["ema_worse_every_seed"]
+                else "not consistently changed by the EMA (paired differences of both signs)"
+            )
+            out.append(
+                f"{effect['case']}, {effect['library']}: test {unit} {verdict}; on - off "
+                f"{e['mean']:+.3g} ± {e['std']:.2g} (mean ± std over {e['n']} seeds)."
+            )
     return out
 
 
