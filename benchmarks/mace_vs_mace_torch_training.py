@@ -717,7 +717,8 @@ def write_report(out: Path, record: dict) -> None:
         f"Hardware: {v['cpu']}, {v['cores']} cores, shared with another engineer's work; each run 1 "
         "thread, two runs at once (ours and mace-torch's with the same case, seed and EMA setting side "
         f"by side). Versions: Python {v['python']}, torch {v['torch']}, equitensor {v['equitensor']} "
-        f"(commit {v['equitensor_commit']}), mace-torch {v['mace-torch']} (e3nn {v['e3nn']}, torch-ema "
+        f"(commit {v['equitensor_commit']}, imported from {v.get('equitensor_imported_from')}), "
+        f"mace-torch {v['mace-torch']} (e3nn {v['e3nn']}, torch-ema "
         f"{v['torch-ema']}, matscipy {v['matscipy']}), vesin {v['vesin']}, ase {v['ase']}, "
         f"numpy {v['numpy']}.",
         "",
@@ -839,6 +840,13 @@ def write_report(out: Path, record: dict) -> None:
     lines += ["", "## Differences that remain", ""] + [f"- {item}" for item in record["differences"]]
     if record.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in record["notes"]]
+    if record.get("reevaluated"):
+        r = record["reevaluated"]
+        lines += [
+            "",
+            f"Re-evaluated from the trained runs on {r['date']} at commit {r['equitensor_commit']} "
+            f"(`{r['command']}`); the training ran as above.",
+        ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
