@@ -901,7 +901,10 @@ def notes(record: dict) -> list[str]:
             f"of {sum(1 for r in part if r['ema'])} runs: the budget ends while the models still improve."
         )
     for effect in record["ema_effect"]:
-        for metric, unit in (("forces_rmse_meV_per_A", "F RMSE"), ("energy_rmse_meV_per_atom", "E RMSE")):
+        for metric, unit, digits in (
+            ("forces_rmse_meV_per_A", "F RMSE (meV/Å)", 2),
+            ("energy_rmse_meV_per_atom", "E RMSE (meV/atom)", 3),
+        ):
             e = effect[metric]
             verdict = (
                 "lower with EMA for every seed"
@@ -912,7 +915,7 @@ def notes(record: dict) -> list[str]:
             )
             out.append(
                 f"{effect['case']}, {effect['library']}: test {unit} {verdict}; on - off "
-                f"{e['mean']:+.3g} ± {e['std']:.2g} (mean ± std over {e['n']} seeds)."
+                f"{e['mean']:+.{digits}f} ± {e['std']:.{digits}f} (mean ± std over {e['n']} seeds)."
             )
     return out
 
