@@ -18,8 +18,9 @@ import sys
 
 import pytest
 import torch
+from tp_helpers import first_call
 
-from equitensor import EdgeConvolution, GauntProduct, TensorProduct, expressivity, resolve_backends
+from equitensor import EdgeConvolution, GauntProduct, TensorProduct, expressivity
 from equitensor.o3.gaunt import gaunt_factor
 from equitensor.o3.spherical_harmonics import spherical_harmonics
 from equitensor.tp import FullyConnectedTensorProduct
@@ -27,13 +28,6 @@ from equitensor.tp.backends import auto, capabilities, make_executor
 from equitensor.tp.backends.spherical_signal import gaunt_spec
 
 GAUNT_TP_CANDIDATES = {"cg", "gaunt", "grid"}
-
-
-def first_call(module, *inputs):
-    """The explicit step ``backend="auto"`` needs: resolve for the first input's device and dtype,
-    then call."""
-    resolve_backends(module, inputs[0].device, inputs[0].dtype)
-    return module(*inputs)
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tp_helpers import relative_error
+from tp_helpers import first_call, relative_error
 
-from equitensor import EdgeConvolution, TensorProduct, expressivity, resolve_backends
+from equitensor import EdgeConvolution, TensorProduct, expressivity
 from equitensor.testing import assert_equivariant
 from equitensor.tp.backends import auto, backend_capabilities, backends_for, make_executor
 
@@ -30,13 +30,6 @@ INVALID = [
     ("4x1o", "1o", None, "l1+l2+l3 is odd"),
     ("2x0e+2x2e", "2e", "2e", "also reach output degree 2"),
 ]
-
-
-def first_call(module, *inputs):
-    """The explicit step ``backend="auto"`` needs: resolve for the first input's device and dtype,
-    then call."""
-    resolve_backends(module, inputs[0].device, inputs[0].dtype)
-    return module(*inputs)
 
 
 def random_graph(nodes: int, edges: int, seed: int = 0):

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from tp_helpers import first_call
 
 from equitensor import rand_matrix, resolve_backends
 from equitensor.irreps import Irreps
@@ -17,13 +18,6 @@ from equitensor.testing import assert_equivariant
 from equitensor.tp import EdgeConvolution
 from equitensor.tp.backends import backend_capabilities
 from tests.test_mace import methanol, periodic_cell, tiny_mace
-
-
-def first_call(module, *inputs):
-    """The explicit step ``backend="auto"`` needs: resolve for the first input's device and dtype,
-    then call."""
-    resolve_backends(module, inputs[0].device, inputs[0].dtype)
-    return module(*inputs)
 
 
 def dense_reference(inputs, indices, out_index, out_rows, out_dim, channels, components, coefficients):

@@ -1,4 +1,5 @@
-"""Shared pieces of the tensor-product backend tests: a relative error and the torch.compile check."""
+"""Shared pieces of the tensor-product backend tests: a relative error, the torch.compile check, and
+the explicit ``backend="auto"`` resolution before a first call."""
 
 from __future__ import annotations
 
@@ -28,3 +29,12 @@ def assert_compiled_inference_matches(module: nn.Module, inputs: tuple[torch.Ten
         expected = module(*inputs)
     assert relative_error(out, expected) < 1e-12
     print(f"compile + first call: {time.perf_counter() - start:.1f} s")
+
+
+def first_call(module: nn.Module, *inputs: torch.Tensor):
+    """The explicit step ``backend="auto"`` needs: resolve for the first input's device and dtype,
+    then call."""
+    from equitensor import resolve_backends
+
+    resolve_backends(module, inputs[0].device, inputs[0].dtype)
+    return module(*inputs)
