@@ -1,6 +1,6 @@
 """What the library needs to know about devices and tracing: which tensors hold values, caches
-of constants that a ``torch.compile`` / ``torch.export`` trace cannot pollute, and buffers that
-follow the module's device but keep their dtype.
+of constants that a ``torch.compile`` / ``torch.export`` trace cannot pollute, and float64 tables
+that follow the module's device but keep their dtype.
 
 Data-dependent input checks (an unknown element, a zero-length edge) read tensor values, which a
 tensor on the ``meta`` device (or a fake tensor while ``torch.export`` traces) does not hold.
@@ -18,14 +18,45 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
 from torch import nn
 
 T = TypeVar("T")
+
+_capturing = contextvars.ContextVar("equitensor_capturing_graph", default=False)
+
+
+@contextlib.contextmanager
+def capturing_graph() -> Iterator[None]:
+    """Mark a graph capture that ``torch.compiler`` does not announce (``make_fx``, which
+    :mod:`equitensor.export` uses to unfold the forces' autograd into the graph): inside it
+    :func:`is_tracing` is True.
+
+    >>> with capturing_graph():
+    ...     is_tracing()
+    True
+    """
+    token = _capturing.set(True)
+    try:
+        yield
+    finally:
+        _capturing.reset(token)
+
+
+def is_tracing() -> bool:
+    """Whether tensors are being traced into a graph (``torch.compile``, ``torch.export`` or
+    :func:`capturing_graph`): their values are symbols, and nothing made from them may be kept.
+
+    >>> is_tracing()
+    False
+    """
+    return torch.compiler.is_compiling() or _capturing.get()
 
 
 def has_values(tensor: torch.Tensor) -> bool:
@@ -37,7 +68,7 @@ def has_values(tensor: torch.Tensor) -> bool:
     >>> has_values(torch.zeros(2)), has_values(torch.zeros(2, device="meta"))
     (True, False)
     """
-    return not (tensor.is_meta or torch.compiler.is_exporting())
+    return not (tensor.is_meta or torch.compiler.is_exporting() or _capturing.get())
 
 
 def cached(cache: dict, key, build: Callable[[], T]) -> T:
@@ -54,7 +85,7 @@ def cached(cache: dict, key, build: Callable[[], T]) -> T:
     hit = cache.get(key)
     if hit is None:
         hit = build()
-        if not torch.compiler.is_compiling():
+        if not is_tracing():
             cache[key] = hit
     return hit
 
@@ -80,38 +111,41 @@ def cache_unless_tracing(function: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-class FixedDtypeBuffers(nn.Module):
-    """A module whose buffers named in ``fixed_dtype_buffers`` follow ``.to(device)`` but keep their
-    dtype under ``.to(dtype)``, ``.float()``, ``.double()``: exact float64 constants (coefficient
-    tables, E0s) of a module computing in float32, so that moving it back to float64 loses nothing.
+class Float64Constant:
+    """A float64 table of a module (coefficients a kernel reads in float64 whatever the module's
+    dtype) that follows ``.to(device)`` and keeps its exact values under ``.to(dtype)``,
+    ``.float()`` and ``.double()``, so that a module moved to float32 and back loses nothing.
+
+    ``nn.Module.to`` casts floating-point tensors only, so the table is registered as a
+    non-persistent buffer ``_<name>_bits`` holding its int64 bit pattern, and read back as a
+    float64 view (no copy; ``torch.export`` and ``torch.compile`` trace the view). Public
+    ``nn.Module`` behaviour only: no override of ``_apply``.
 
     Example::
 
-        >>> class Table(FixedDtypeBuffers):
-        ...     fixed_dtype_buffers = ("coefficients",)
+        >>> class Table(nn.Module):
+        ...     coefficients = Float64Constant()
         ...     def __init__(self):
         ...         super().__init__()
-        ...         self.register_buffer("coefficients", torch.tensor([1 / 3], dtype=torch.float64))
-        >>> Table().float().to("meta").coefficients.dtype, Table().to("meta").coefficients.device
-        (torch.float64, device(type='meta'))
+        ...         self.coefficients = torch.tensor([1 / 3], dtype=torch.float64)
+        >>> table = Table().float().double()
+        >>> table.coefficients.dtype, table.coefficients.item() == 1 / 3
+        (torch.float64, True)
+        >>> Table().to("meta").coefficients.device
+        device(type='meta')
     """
 
-    fixed_dtype_buffers: tuple[str, ...] = ()
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.buffer = f"_{name}_bits"
 
-    def _apply(self, fn, recurse=True):
-        kept = {
-            name: self._buffers[name]
-            for name in self.fixed_dtype_buffers
-            if self._buffers.get(name) is not None
-        }
-        super()._apply(fn, recurse)
-        for name, value in kept.items():
-            device = self._buffers[name].device
-            # to_empty() from meta: no values to keep, only the dtype
-            self._buffers[name] = (
-                torch.empty_like(value, device=device) if value.is_meta else value.to(device)
-            )
-        return self
+    def __get__(self, module: nn.Module | None, owner: type | None = None):
+        if module is None:
+            return self
+        return getattr(module, self.buffer).view(torch.float64)
+
+    def __set__(self, module: nn.Module, value: torch.Tensor) -> None:
+        bits = value.to(torch.float64).contiguous().view(torch.int64)
+        module.register_buffer(self.buffer, bits, persistent=False)
 
 
-__all__ = ["FixedDtypeBuffers", "cache_unless_tracing", "cached", "has_values"]
+__all__ = ["Float64Constant", "capturing_graph", "is_tracing", "cache_unless_tracing", "cached", "has_values"]

@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from equitensor.devices import FixedDtypeBuffers
 from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
 from equitensor.irreps import Irrep, Irreps
@@ -177,7 +176,7 @@ def _atomic_energies_list(
     return values
 
 
-class MACE(FixedDtypeBuffers):
+class MACE(nn.Module):
     """MACE interatomic potential (ScaleShiftMACE), from equitensor's pieces.
 
     Arguments and defaults are MACE's CLI ones: ``atomic_numbers`` (the z_table), ``r_max`` (Å),
@@ -194,7 +193,8 @@ class MACE(FixedDtypeBuffers):
     hidden irreps of spherical-signal type (``Cx0e + Cx1o + ...``, so no ``0o`` in hidden_irreps).
 
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
-    rebuilds the model. E0s, scale and shift are float64 buffers whatever the model's dtype.
+    rebuilds the model. E0s, scale and shift are buffers that ``.to(dtype)`` casts like the
+    weights (they start in float64; ``config`` keeps the E0s exact).
 
     Example: a tiny MACE for H and O (float64, like the graph) on a water molecule.
 
@@ -208,8 +208,6 @@ class MACE(FixedDtypeBuffers):
     >>> torch.allclose(out["forces"].sum(0), torch.zeros(3, dtype=torch.float64))  # no net force
     True
     """
-
-    fixed_dtype_buffers = ("atomic_energies", "scale", "shift")
 
     def __init__(
         self,
@@ -286,6 +284,7 @@ class MACE(FixedDtypeBuffers):
         self.hidden_irreps = hidden
         self.register_buffer("atomic_numbers", torch.tensor(atomic_numbers, dtype=torch.long))
         self.register_buffer("element_index", element_table(atomic_numbers), persistent=False)
+        # float buffers start in float64 so that .double() keeps them exact; .float() casts them
         self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
         self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.float64))

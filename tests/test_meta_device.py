@@ -137,9 +137,12 @@ CASES = [
 ]
 
 
-def test_fixed_dtype_buffers_survive_to_empty_from_meta():
-    model = small_mace(backend="sparse", product_backend="sparse").to(META).to_empty(device="cpu")
-    assert model.atomic_energies.dtype == torch.float64 and model.atomic_energies.device.type == "cpu"
+def test_float64_tables_survive_float_and_to_empty_from_meta():
+    model = small_mace(backend="sparse", product_backend="sparse").float().to(META).to_empty(device="cpu")
+    tables = [m.coefficients for m in model.modules() if type(m).__name__ == "SparseEdgeProduct"]
+    tables += [m.term_ones for m in model.modules() if type(m).__name__ == "SparseProductBasis"]
+    assert tables and all(t.dtype == torch.float64 and t.device.type == "cpu" for t in tables)
+    assert model.atomic_energies.dtype == torch.float32  # model state follows .to(dtype)
 
 
 def test_every_gpu_backend_is_covered():

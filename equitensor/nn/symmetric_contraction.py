@@ -21,7 +21,7 @@ from functools import cache
 import torch
 from torch import nn
 
-from equitensor.devices import FixedDtypeBuffers, cached, has_values
+from equitensor.devices import Float64Constant, cached, has_values, is_tracing
 from equitensor.irreps import Irrep, Irreps, IrrepsLike
 from equitensor.o3 import wigner_3j
 from equitensor.tp.backends.capabilities import backends_for, build_operation
@@ -236,7 +236,7 @@ class DenseProductBasis(nn.Module):
         for ``nodes`` nodes: cheaper when E P + N E < N P (see ``_highest_order``). While
         ``torch.compile`` / ``torch.export`` trace, the choice for many nodes (E < P), so that the
         graph holds for any number of nodes."""
-        if torch.compiler.is_compiling():
+        if is_tracing():
             return self.num_elements < paths
         return self.num_elements * (paths + nodes) < nodes * paths
 
@@ -267,7 +267,7 @@ class DenseProductBasis(nn.Module):
         return (v @ u.reshape(paths * dim, size)).reshape(n, c, size)
 
 
-class SparseProductBasis(FixedDtypeBuffers):
+class SparseProductBasis(nn.Module):
     """The ``sparse`` product basis: the same polynomial from its non-zero terms only (see
     :func:`symmetric_terms`) with the compiled kernels (C++ on CPU, CUDA on GPU) of
     :mod:`equitensor.tp.backends.sparse`: the weights are folded into the terms per element (a
@@ -277,7 +277,7 @@ class SparseProductBasis(FixedDtypeBuffers):
     until they change.
     """
 
-    fixed_dtype_buffers = ("term_ones",)  # the kernel's float64 term coefficients
+    term_ones = Float64Constant()  # the kernel's float64 term coefficients, all 1
 
     def __init__(self, spec: ProductBasisSpec) -> None:
         from equitensor.kernels.edge_conv import ir_mul_permutation
@@ -308,7 +308,7 @@ class SparseProductBasis(FixedDtypeBuffers):
         c = self.num_channels
         input_columns = torch.cat([ir_mul_permutation(self.irreps_in), torch.full((c,), self.irreps_in.dim)])
         self.register_buffer("term_components", terms, persistent=False)
-        self.register_buffer("term_ones", torch.ones(terms.shape[0], dtype=torch.float64), persistent=False)
+        self.term_ones = torch.ones(terms.shape[0], dtype=torch.float64)
         self.register_buffer("input_columns", input_columns, persistent=False)
         self.register_buffer(
             "output_columns", ir_mul_permutation(self.irreps_out).argsort(), persistent=False
@@ -330,7 +330,7 @@ class SparseProductBasis(FixedDtypeBuffers):
         folded = torch.cat(
             [torch.einsum("epc,pt->etc", w, u) for w, u in zip(weights, coefficients)], dim=1
         ).contiguous()
-        if not torch.compiler.is_compiling():  # a traced value must not be read later
+        if not is_tracing():  # a traced value must not be read later
             self._folded_cache = (state, folded) if frozen else (None, None)
         return folded
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from equitensor.devices import is_tracing
+
 
 def sum_into_receivers(receiver: torch.Tensor, num_nodes: int, messages: torch.Tensor) -> torch.Tensor:
     """Sum per-edge ``messages`` (E, d) into their receivers: (num_nodes, d)."""
@@ -47,7 +49,7 @@ class BlockwiseEdgeProduct(PerEdgeProduct):
         executor = self.executor
         out = [node_feats.new_zeros(node_feats.shape[0], mul * ir.dim) for mul, ir in self.spec.irreps_out]
         rows = executor.rows_per_chunk(node_feats)
-        if torch.compiler.is_compiling():  # one chunk: a loop would fix the number of edges
+        if is_tracing():  # one chunk: a loop would fix the number of edges
             parts = [slice(None)]
         else:
             parts = [slice(start, start + rows) for start in range(0, sender.shape[0], rows)]

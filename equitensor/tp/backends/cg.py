@@ -32,7 +32,7 @@ from itertools import repeat
 import torch
 from torch import nn
 
-from equitensor.devices import cached
+from equitensor.devices import cached, is_tracing
 from equitensor.o3.wigner import wigner_3j
 from equitensor.tp.spec import Instruction, TensorProductSpec
 
@@ -291,7 +291,7 @@ class CGTensorProduct(nn.Module):
         """How many rows of ``x``'s batch to compute at once: on CPU, as many as keep one chunk's
         inputs, weights and outputs near ``CPU_CHUNK_BYTES``; elsewhere, and while ``torch.compile``
         or ``torch.export`` trace (a loop over chunks would fix the number of rows), all of them."""
-        if x.device.type != "cpu" or torch.compiler.is_compiling():
+        if x.device.type != "cpu" or is_tracing():
             return max(x.shape[0], 1)
         spec = self.spec
         per_row = spec.irreps_in1.dim + spec.irreps_in2.dim + spec.weight_numel + spec.irreps_out.dim

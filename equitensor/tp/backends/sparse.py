@@ -21,8 +21,9 @@ either cannot be built, ``available`` says why and ``auto`` does not consider it
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from equitensor.devices import FixedDtypeBuffers
+from equitensor.devices import Float64Constant
 from equitensor.kernels.edge_conv import ir_mul_permutation
 from equitensor.kernels.edge_conv_plan import edge_conv_limitations, plan_from_key, plan_key
 from equitensor.tp.backends.capabilities import BackendCapabilities, Limitation, register_backend
@@ -68,7 +69,7 @@ def sparse_available(device: torch.device) -> str | None:
     return problem
 
 
-class SparseEdgeProduct(FixedDtypeBuffers):
+class SparseEdgeProduct(nn.Module):
     """Gather, 'uvu' product with the SH of the edge and receiver sum in one C++ pass over edges.
 
     Built from the same :class:`TensorProductSpec` as the cg backend (same weights, same
@@ -77,7 +78,7 @@ class SparseEdgeProduct(FixedDtypeBuffers):
     coefficients) follows the module's device and keeps its dtype.
     """
 
-    fixed_dtype_buffers = ("coefficients",)
+    coefficients = Float64Constant()
 
     def __init__(self, spec: TensorProductSpec) -> None:
         super().__init__()
@@ -106,7 +107,7 @@ class SparseEdgeProduct(FixedDtypeBuffers):
         self.register_buffer(
             "components", torch.tensor(rows, dtype=torch.int32).reshape(-1, 4), persistent=False
         )
-        self.register_buffer("coefficients", torch.tensor(values, dtype=torch.float64), persistent=False)
+        self.coefficients = torch.tensor(values, dtype=torch.float64)
 
     uses_sh = True
 
