@@ -47,7 +47,8 @@ def model_cutoff(model: nn.Module) -> float:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    exported = getattr(model, "device", None)
+    return exported if isinstance(exported, torch.device) else next(model.parameters()).device
 
 
 def known_elements(model: nn.Module) -> list[int] | None:
@@ -117,6 +118,8 @@ def prepare_model(
     >>> model.training, next(model.parameters()).dtype, any(p.requires_grad for p in model.parameters())
     (False, torch.float64, False)
     """
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt2"):
+        return prepare_exported(model, device, dtype, backend)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, map_location="cpu")
     if not isinstance(model, nn.Module):
@@ -139,6 +142,38 @@ def prepare_model(
     return model
 
 
+def prepare_exported(
+    path: str | os.PathLike,
+    device: str | torch.device,
+    dtype: str | torch.dtype | None,
+    backend: str | Mapping[str, str] | None,
+) -> nn.Module:
+    """A ``.pt2`` file of ``equitensor export`` (see :mod:`equitensor.export`); its dtype, device
+    and backends were fixed when it was compiled, so a request for others is an error."""
+    from equitensor.export import load_exported
+
+    exported = load_exported(path)
+    if backend is not None:
+        raise InputError(
+            f"{path} is compiled with {exported.metadata['backends']}; its backend cannot be switched"
+        )
+    if dtype is not None and DTYPES.get(dtype, dtype) != exported.dtype:
+        raise InputError(
+            f"{path} computes in {exported.metadata['dtype']}, not {dtype}: export the model again with "
+            f"--dtype {dtype if isinstance(dtype, str) else str(dtype).removeprefix('torch.')}"
+        )
+    if torch.device(device).type != exported.device.type:
+        raise InputError(
+            f"{path} is compiled for {exported.device.type}, not {device}: export it again for {device}"
+        )
+    return exported
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the model computes in (an exported file's, or its parameters')."""
+    return getattr(model, "dtype", None) or parameter_dtype(model)
+
+
 def has_cell(atoms: Atoms) -> bool:
     """Periodic in some direction with a cell of non-zero volume: the stress is defined."""
     return bool(atoms.pbc.any()) and abs(float(np.linalg.det(atoms.cell.array))) > 0
@@ -153,7 +188,8 @@ class EquitensorCalculator(Calculator):
 
     Args:
         model: a loaded model or the path of a file written by ``equitensor.save_model`` (or a
-            training checkpoint).
+            training checkpoint), or a ``.pt2`` file of ``equitensor export`` (its dtype and
+            device are those it was compiled for).
         device: where the model runs.
         dtype: "float32"/"float64" (or a torch dtype) converts the model; None keeps its dtype.
         backend: switch the model's tensor-product backend (see :func:`switch_backend`).
@@ -186,7 +222,7 @@ class EquitensorCalculator(Calculator):
         super().__init__(**kwargs)
         self.model = prepare_model(model, device, dtype, backend)
         self.device = torch.device(device)
-        self.dtype = parameter_dtype(self.model)
+        self.dtype = model_dtype(self.model)
         self.cutoff = model_cutoff(self.model)
         self.neighbours = VerletList(self.cutoff, skin)
         self._known_elements = known_elements(self.model)
@@ -251,7 +287,7 @@ def evaluate_many(
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(model, (str, os.PathLike)) or device is not None or dtype is not None:
         model = prepare_model(model, "cpu" if device is None else device, dtype)
-    dtype, device, cutoff = parameter_dtype(model), model_device(model), model_cutoff(model)
+    dtype, device, cutoff = model_dtype(model), model_device(model), model_cutoff(model)
     known = known_elements(model)
     results = []
     for start in range(0, len(structures), batch_size):

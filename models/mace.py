@@ -348,6 +348,15 @@ class MACE(nn.Module):
             )
         return index
 
+    #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
+    portable_backends = {"backend": "cg", "product_backend": "cg"}
+
+    @property
+    def message_passing_steps(self) -> int:
+        """How many times features travel along edges (one per interaction): an atom's energy
+        depends on the atoms within ``message_passing_steps * r_max``."""
+        return len(self.interactions)
+
     def _dtype(self) -> torch.dtype:
         return self.node_embedding.weight.dtype
 

@@ -405,6 +405,15 @@ class TensorNet(nn.Module):
         """The neighbour radius (the ``cutoff``), under the name every equitensor model shares."""
         return self.cutoff
 
+    #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
+    portable_backends = {"backend": "torch"}
+
+    @property
+    def message_passing_steps(self) -> int:
+        """How many times features travel along edges (the embedding, then each layer): an atom's
+        energy depends on the atoms within ``message_passing_steps * r_max``."""
+        return len(self.layers) + 1
+
     @property
     def config(self) -> dict:
         """JSON-compatible constructor kwargs that rebuild this model (with its current dtype)."""

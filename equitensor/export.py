@@ -1,0 +1,336 @@
+"""Export a model as one compiled file (``torch.export`` + AOTInductor, ``.pt2``) that plain torch
+loads, in Python (``torch._inductor.aoti_load_package``) or C++ (``AOTIModelPackageLoader``),
+without equitensor: the calculator, the LAMMPS pair style and anyone's own MD code run it.
+
+The file computes one structure, or one LAMMPS subdomain with its ghost atoms:
+
+=================  ===========  ===========================================================
+input              shape        meaning
+=================  ===========  ===========================================================
+``positions``      (N, 3)       Å, the model's dtype
+``numbers``        (N,) int64   atomic numbers (every one among the metadata's elements)
+``edge_index``     (2, E) int64 sender, receiver of every ordered pair within the cutoff
+``unit_shifts``    (E, 3)       the sender image's cell translation (integers, model dtype)
+``cell``           (3, 3)       rows are lattice vectors (zeros without a cell)
+``energy_mask``    (N,)         1 where the atom's energy counts, 0 for ghost atoms
+=================  ===========  ===========================================================
+
+and returns ``energy`` (1,) = the masked sum of ``node_energy`` (N,), ``forces`` (N, 3) =
+-d energy / d positions (on every atom, ghosts included) and ``virial`` (3, 3) = -d energy /
+d strain (stress = -virial / volume). N and E are dynamic. The forces' autograd is unfolded into
+the graph by ``make_fx`` before ``torch.export`` (nequip's approach): the file holds no autograd.
+Input checks (unknown elements, zero-length edges) cannot run inside the compiled graph: the
+caller validates (``ExportedModel`` does, as does the LAMMPS pair style).
+
+Backends whose executors are compiled operators outside torch (``custom_ops`` in their
+capabilities: ``sparse``, ``cuda``) and ``auto`` are exported as ``cg``: same weights, same
+numbers (checked), and the exporter says so. The metadata (strings) records the model class,
+cutoff, elements, dtype, message-passing steps, ghost cutoff, backends, equitensor version and
+a SHA-256 of the weights.
+
+Example::
+
+    >>> import os, tempfile
+    >>> from ase.build import molecule
+    >>> from equitensor.models import TensorNet
+    >>> model = TensorNet(hidden_channels=4, num_layers=1, num_rbf=4, cutoff=3.0, atomic_numbers=[1, 8])
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP (compiles for ~30 s)
+    ...     metadata = export_model(model, os.path.join(folder, "water.pt2"), dtype="float64")
+    ...     exported = load_exported(os.path.join(folder, "water.pt2"))
+    >>> metadata["message_passing_steps"], metadata["ghost_cutoff"]  # doctest: +SKIP
+    ('2', '6.0')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch import nn
+
+import equitensor
+from equitensor.devices import capturing_graph
+from equitensor.errors import InputError
+from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.serialization import atomic_write, content_digest, parameter_dtype
+from equitensor.tp.backends.capabilities import backend_capabilities, list_backends
+
+log = logging.getLogger(__name__)
+
+
+def backend_names() -> set[str]:
+    return {record.name for record in list_backends()}
+
+
+INPUTS = ("positions", "numbers", "edge_index", "unit_shifts", "cell", "energy_mask")
+OUTPUTS = ("energy", "node_energy", "forces", "virial")
+DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported, or its exported file does not reproduce it."""
+
+
+class EnergyForcesVirial(nn.Module):
+    """The exported interface (see the module docstring) around an equitensor model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        numbers: torch.Tensor,
+        edge_index: torch.Tensor,
+        unit_shifts: torch.Tensor,
+        cell: torch.Tensor,
+        energy_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        graph = AtomicGraph(
+            positions=positions,
+            numbers=numbers,
+            edge_index=edge_index,
+            unit_shifts=unit_shifts,
+            cell=cell[None],
+            pbc=(cell.abs().sum(-1) > 0)[None],
+            batch=torch.zeros_like(numbers),
+            num_graphs=1,
+        )
+        with torch.enable_grad():
+            work, leaf_positions, strain = strained(graph)
+            node_energy = self.model(work, compute_forces=False)["node_energy"]
+            energy = (node_energy * energy_mask).sum()[None]
+            derivatives = energy_derivatives(energy, graph, leaf_positions, strain)
+        return energy.detach(), node_energy.detach(), derivatives["forces"], derivatives["virial"][0]
+
+
+def exportable_backends(model: nn.Module) -> dict[str, str]:
+    """The backend settings of ``model.config`` to export with: ``auto`` and backends built on
+    compiled operators outside torch become the model's ``portable_backends`` (same weights,
+    same numbers).
+
+    >>> from equitensor.models import MACE
+    >>> exportable_backends(MACE([1, 8], r_max=3.0, num_channels=4, backend="sparse", product_backend="cg"))
+    {'backend': 'cg', 'product_backend': 'cg'}
+    """
+    config = getattr(model, "config", {}) or {}
+    portable = getattr(model, "portable_backends", {})
+    settings = {}
+    for key, value in config.items():
+        if key.endswith("backend") and isinstance(value, str):
+            custom = value == "auto" or (value in backend_names() and backend_capabilities(value).custom_ops)
+            if custom and key not in portable:
+                raise ExportError(f"{type(model).__name__} has {key}={value!r} and no portable alternative")
+            settings[key] = portable[key] if custom else value
+    return settings
+
+
+def example_structure(model: nn.Module, atoms_per_side: int = 2, seed: int = 0) -> Atoms:
+    """A small periodic structure of the model's elements with every atom within its cutoff of
+    several others: a rattled simple-cubic lattice, spacing 0.55 r_max (for tracing and checks)."""
+    from equitensor.calculator import known_elements, model_cutoff
+
+    elements = known_elements(model) or [1]
+    spacing = 0.55 * model_cutoff(model)
+    grid = np.stack(np.meshgrid(*[np.arange(atoms_per_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(seed)
+    positions = (grid + rng.uniform(-0.1, 0.1, grid.shape)) * spacing
+    numbers = [elements[k % len(elements)] for k in range(len(grid))]
+    return Atoms(numbers=numbers, positions=positions, cell=np.eye(3) * spacing * atoms_per_side, pbc=True)
+
+
+def interface_inputs(graph: AtomicGraph, energy_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """The exported file's inputs for a one-structure ``graph`` (every atom's energy counts by default)."""
+    if graph.num_graphs != 1:
+        raise InputError(
+            f"an exported model computes one structure at a time, got a batch of {graph.num_graphs}"
+        )
+    if energy_mask is None:
+        energy_mask = torch.ones_like(graph.positions[:, 0])
+    return (
+        graph.positions.contiguous(),
+        graph.numbers.to(torch.int64).contiguous(),
+        graph.edge_index.to(torch.int64).contiguous(),
+        graph.unit_shifts.contiguous(),
+        graph.cell[0].contiguous(),
+        energy_mask.contiguous(),
+    )
+
+
+def _check_close(got, expected, dtype: torch.dtype, what: str) -> None:
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-5
+    for name, a, b in zip(OUTPUTS, got, expected):
+        scale = max(1.0, float(b.abs().max()) if b.numel() else 1.0)
+        error = float((a - b).abs().max()) if b.numel() else 0.0
+        if error > tolerance * scale:
+            raise ExportError(
+                f"{what}: {name} differs from the eager model by {error:.3g} (tolerance {tolerance:g})"
+            )
+
+
+def export_model(
+    model: nn.Module | str | os.PathLike,
+    path: str | os.PathLike,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, str]:
+    """Write ``model`` (or the model file at that path) to ``path`` as a ``.pt2`` AOTInductor
+    package with dynamic numbers of atoms and edges; returns its metadata.
+
+    The exported program and then the compiled file are checked against the eager model on two
+    structures of different sizes (1e-10 relative in float64, 1e-5 in float32): a mismatch
+    raises :class:`ExportError` and nothing is written.
+    """
+    from equitensor.calculator import known_elements, model_cutoff, prepare_model, switch_backend
+    from equitensor.datasets.atoms_to_graph import graph_from_atoms
+
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise InputError(f"the exported file's name must end in .pt2, got {path}")
+    if isinstance(model, (str, os.PathLike)):
+        model = equitensor.load_model(model, map_location="cpu")
+    steps = getattr(model, "message_passing_steps", None)
+    if steps is None:
+        raise ExportError(
+            f"{type(model).__name__} has no `message_passing_steps`: its ghost cutoff is unknown"
+        )
+    chosen = exportable_backends(model)
+    changed = {k: v for k, v in chosen.items() if model.config.get(k) != v}
+    if changed:
+        log.warning(
+            "exporting with %s instead of %s: compiled operators outside torch (or 'auto') cannot go "
+            "into a file that plain torch loads; same weights, and the numbers are checked below",
+            changed,
+            {k: model.config[k] for k in changed},
+        )
+        model = switch_backend(model, chosen)
+    model = prepare_model(model, device, dtype)
+    dtype = parameter_dtype(model)
+    interface = EnergyForcesVirial(model)
+    cutoff = model_cutoff(model)
+    graphs = [
+        graph_from_atoms(atoms, cutoff, dtype).to(device)
+        for atoms in (example_structure(model, 2), example_structure(model, 3, seed=1))
+    ]
+    expected = [interface(*interface_inputs(g)) for g in graphs]
+
+    duck_shape = torch.fx.experimental._config.use_duck_shape
+    torch.fx.experimental._config.use_duck_shape = False  # no atoms == edges specialisation
+    try:
+        with capturing_graph():
+            unfolded = torch.fx.experimental.proxy_tensor.make_fx(
+                interface,
+                tracing_mode="symbolic",
+                _allow_non_fake_inputs=True,
+                _error_on_data_dependent_ops=True,
+            )(*interface_inputs(graphs[0]))
+        atoms, edges = torch.export.Dim("atoms", min=1), torch.export.Dim("edges", min=1)
+        program = torch.export.export(
+            unfolded,
+            interface_inputs(graphs[0]),
+            dynamic_shapes=({0: atoms}, {0: atoms}, {1: edges}, {0: edges}, None, {0: atoms}),
+            strict=False,
+        )
+    except Exception as error:  # what torch refuses to trace, with the model named
+        name = type(model).__name__
+        raise ExportError(f"torch.export cannot trace {name} with {chosen}: {error}") from error
+    finally:
+        torch.fx.experimental._config.use_duck_shape = duck_shape
+    for graph, reference in zip(graphs, expected):
+        _check_close(program.module()(*interface_inputs(graph)), reference, dtype, "the exported program")
+
+    metadata = {
+        "format": "equitensor-pt2-1",
+        "model": type(model).__name__,
+        "cutoff": repr(cutoff),
+        "atomic_numbers": " ".join(str(z) for z in known_elements(model) or []),
+        "dtype": DTYPE_NAMES[dtype],
+        "device": torch.device(device).type,
+        "message_passing_steps": str(steps),
+        "ghost_cutoff": repr(steps * cutoff),
+        "backends": " ".join(f"{k}={v}" for k, v in chosen.items()),
+        "inputs": " ".join(INPUTS),
+        "outputs": " ".join(OUTPUTS),
+        "equitensor_version": equitensor.__version__,
+        "torch_version": torch.__version__,
+        "weights_sha256": content_digest(model.state_dict()),
+    }
+    with atomic_write(path) as handle:
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=handle, inductor_configs={"aot_inductor.metadata": metadata}
+        )
+    compiled = torch._inductor.aoti_load_package(str(path))
+    for graph, reference in zip(graphs, expected):
+        try:
+            _check_close(compiled(*interface_inputs(graph)), reference, dtype, f"the compiled file {path}")
+        except ExportError:
+            path.unlink(missing_ok=True)
+            raise
+    return metadata
+
+
+class ExportedModel(nn.Module):
+    """A ``.pt2`` file written by :func:`export_model`, called like an equitensor model
+    (``model(graph, compute_forces=True, compute_stress=False)`` -> energy, node_energy, forces,
+    virial/stress) for one structure at a time; unknown elements are refused before the call.
+    Loading needs only torch; this class adds the checks and the model-like interface.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        self.path = str(path)
+        try:
+            self.compiled = torch._inductor.aoti_load_package(self.path)
+        except Exception as error:
+            raise InputError(f"{path} is not a loadable .pt2 package: {error}") from error
+        self.metadata: Mapping[str, str] = self.compiled.get_metadata()
+        if self.metadata.get("format") != "equitensor-pt2-1":
+            raise InputError(f"{path} was not written by `equitensor export` (no equitensor metadata)")
+        self.r_max = float(self.metadata["cutoff"])
+        self.dtype = {name: dtype for dtype, name in DTYPE_NAMES.items()}[self.metadata["dtype"]]
+        self.device = torch.device(self.metadata["device"])
+        self.atomic_numbers = [int(z) for z in self.metadata["atomic_numbers"].split()]
+        table = torch.full((max(self.atomic_numbers) + 1,), -1, dtype=torch.long)
+        table[self.atomic_numbers] = torch.arange(len(self.atomic_numbers))
+        self.register_buffer("element_index", table, persistent=False)
+
+    def forward(
+        self, graph: AtomicGraph, compute_forces: bool = True, compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
+        from equitensor.calculator import check_elements
+
+        if graph.positions.dtype != self.dtype:
+            raise InputError(
+                f"{self.path} computes in {self.dtype}, got positions in {graph.positions.dtype}"
+            )
+        check_elements(graph.numbers.cpu().numpy(), self.atomic_numbers, f"exported model {self.path}")
+        energy, node_energy, forces, virial = self.compiled(*interface_inputs(graph))
+        out = {"energy": energy, "node_energy": node_energy}
+        if compute_forces:
+            out["forces"] = forces
+        if compute_stress:
+            volume = torch.linalg.det(graph.cell[0]).abs()
+            out["virial"] = virial[None]
+            out["stress"] = -virial[None] / volume if volume > 0 else torch.zeros_like(virial[None])
+        return out
+
+
+def load_exported(path: str | os.PathLike) -> ExportedModel:
+    """The ``.pt2`` file at ``path`` as a model-like module (see :class:`ExportedModel`)."""
+    return ExportedModel(path)
+
+
+__all__ = [
+    "EnergyForcesVirial",
+    "ExportError",
+    "ExportedModel",
+    "export_model",
+    "exportable_backends",
+    "load_exported",
+]
