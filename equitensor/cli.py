@@ -1,4 +1,5 @@
-"""The ``equitensor`` command line: train, eval, md, relax, data, bench (and the small demo)."""
+"""The ``equitensor`` command line: train, eval, md, relax, data, convert, export, bench (and the
+small demo)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import os
 import sys
 
-from equitensor import md, relax
+from equitensor import export, md, relax
 from equitensor.bench import cli as bench_cli
 from equitensor.datasets import cli as data_cli
 from equitensor.errors import InputError
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_cli.add_bench_parser(commands)
     data_cli.add_parser(commands)
     convert_command.add_parser(commands)
+    export.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from equitensor.demo import main as demo
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_reporting_errors(data_cli.run, args)
     if args.command == "convert":
         return run_reporting_errors(convert_command.run, args)
+    if args.command == "export":
+        return run_reporting_errors(export.run, args)
     return 2
 
 

@@ -43,6 +43,8 @@ Example::
 
 from __future__ import annotations
 
+import argparse
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -72,8 +74,8 @@ OUTPUTS = ("energy", "node_energy", "forces", "virial")
 DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
 
 
-class ExportError(RuntimeError):
-    """The model cannot be exported, or its exported file does not reproduce it."""
+class ExportError(InputError):
+    """The model cannot be exported (what torch cannot trace, a model without a ghost cutoff)."""
 
 
 class EnergyForcesVirial(nn.Module):
@@ -169,8 +171,9 @@ def _check_close(got, expected, dtype: torch.dtype, what: str) -> None:
         scale = max(1.0, float(b.abs().max()) if b.numel() else 1.0)
         error = float((a - b).abs().max()) if b.numel() else 0.0
         if error > tolerance * scale:
-            raise ExportError(
-                f"{what}: {name} differs from the eager model by {error:.3g} (tolerance {tolerance:g})"
+            raise RuntimeError(
+                f"{what}: {name} differs from the eager model by {error:.3g} (tolerance {tolerance:g}); "
+                "this is a bug of equitensor's export, please report it"
             )
 
 
@@ -185,7 +188,8 @@ def export_model(
 
     The exported program and then the compiled file are checked against the eager model on two
     structures of different sizes (1e-10 relative in float64, 1e-5 in float32): a mismatch
-    raises :class:`ExportError` and nothing is written.
+    raises RuntimeError and nothing is left at ``path``. What cannot be exported raises
+    :class:`ExportError`.
     """
     from equitensor.calculator import known_elements, model_cutoff, prepare_model, switch_backend
     from equitensor.datasets.atoms_to_graph import graph_from_atoms
@@ -195,6 +199,7 @@ def export_model(
         raise InputError(f"the exported file's name must end in .pt2, got {path}")
     if isinstance(model, (str, os.PathLike)):
         model = equitensor.load_model(model, map_location="cpu")
+    model = copy.deepcopy(model)  # the caller's model keeps its dtype, device and mode
     steps = getattr(model, "message_passing_steps", None)
     if steps is None:
         raise ExportError(
@@ -269,7 +274,7 @@ def export_model(
     for graph, reference in zip(graphs, expected):
         try:
             _check_close(compiled(*interface_inputs(graph)), reference, dtype, f"the compiled file {path}")
-        except ExportError:
+        except RuntimeError:
             path.unlink(missing_ok=True)
             raise
     return metadata
@@ -319,6 +324,32 @@ class ExportedModel(nn.Module):
             out["virial"] = virial[None]
             out["stress"] = -virial[None] / volume if volume > 0 else torch.zeros_like(virial[None])
         return out
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "export",
+        help="compile a model into one .pt2 file for plain torch, C++ and LAMMPS",
+        description=(
+            "Export an equitensor model file (or training checkpoint) as an AOTInductor package "
+            "(.pt2) computing energy, per-atom energies, forces and virial for any number of atoms "
+            "and edges; plain torch loads it in Python and C++ (see equitensor.export). The file is "
+            "checked against the eager model before it is kept."
+        ),
+    )
+    parser.add_argument("model", help="the equitensor model file or checkpoint")
+    parser.add_argument("output", help="the .pt2 file to write")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES.values()), help="default: the model's")
+    parser.add_argument("--device", default="cpu", help="the device it will run on (default cpu)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    metadata = export_model(args.model, args.output, dtype=args.dtype, device=args.device)
+    listed = ", ".join(f"{k}={v}" for k, v in metadata.items() if k not in ("inputs", "outputs"))
+    print(f"wrote {args.output}: {listed}")
+    return 0
 
 
 def load_exported(path: str | os.PathLike) -> ExportedModel:
