@@ -304,7 +304,8 @@ def test_lammps_raises_a_short_ghost_cutoff(plugin, mace, tmp_path):
 
 @pytest.mark.slow
 def test_lammps_nve_conserves_energy(plugin, mace, tmp_path):
-    """1000 steps of NVE (1 fs) on 2 ranks: the total energy drifts by less than 1 meV/atom."""
+    """1000 steps of NVE (1 fs, 600 K) on 2 ranks: the total energy stays within 0.1 meV/atom of
+    its start (measured: 1.6e-3 meV/atom)."""
     atoms, boundary = periodic_fcc()
     write_data(tmp_path / "data.lmp", atoms)
     body = """
@@ -321,7 +322,7 @@ run 1000
     rows = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", result.stdout, re.M)
     total = np.array([float(row[3]) for row in rows])
     assert len(total) == 21
-    assert np.abs(total - total[0]).max() / len(atoms) < 1e-3
+    assert np.abs(total - total[0]).max() / len(atoms) < 1e-4
 
 
 @pytest.mark.slow
