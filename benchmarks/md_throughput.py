@@ -14,6 +14,9 @@ and tensor building, model forward and backward (forces, and stress for periodic
   vesin list every step).
 - mace-torch: ``MACECalculator(models=...)`` eager (no compile, no cuEquivariance), which builds
   a fresh matscipy neighbour list and data object every step.
+- with ``--exported``, ``equitensor-exported``: the same model written by ``equitensor export``
+  (a ``.pt2`` AOTInductor package of the cg backends, forces unfolded into the graph) and run by
+  ``EquitensorCalculator("model.pt2")`` with the same Verlet list; compilation is not timed.
 
 The two models have the same hyperparameters (``ScaleShiftMACE``, RealAgnostic interaction
 blocks, ``use_reduced_cg=False``, which is the variant equitensor's MACE reproduces number for
@@ -44,6 +47,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -131,10 +135,24 @@ def mace_torch_model(hp: dict) -> torch.nn.Module:
         torch.set_default_dtype(default)
 
 
+def exported_file(hp: dict, dtype: str) -> Path:
+    """The model of :func:`equitensor_model` exported to a .pt2 file (compiled once per dtype)."""
+    from equitensor.export import export_model
+
+    path = Path(tempfile.gettempdir()) / f"md_throughput_{os.getpid()}_{dtype}.pt2"
+    if not path.exists():
+        started = time.perf_counter()
+        export_model(equitensor_model(hp), path, dtype=dtype)
+        print(f"exported {path} in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
 def make_calculator(implementation: str, hp: dict, dtype: str):
     """A fresh calculator; mace-torch's sets torch's global default dtype, so restore it."""
     default = torch.get_default_dtype()
     try:
+        if implementation == "equitensor-exported":
+            return EquitensorCalculator(exported_file(hp, dtype), skin=0.5)
         if implementation == "mace-torch":
             from mace.calculators import MACECalculator
 
@@ -148,9 +166,9 @@ def make_calculator(implementation: str, hp: dict, dtype: str):
         torch.set_default_dtype(default)
 
 
-def parameter_count(calculator) -> int:
+def parameter_count(calculator) -> int | None:
     model = calculator.model if hasattr(calculator, "neighbours") else calculator.models[0]
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters()) or None  # None: an exported file
 
 
 def time_md(
@@ -171,6 +189,23 @@ def time_md(
         if seconds >= min_seconds:
             break
     return {"seconds": seconds, "steps": done, "final_energy": float(atoms.get_total_energy())}
+
+
+def check_same_forces(calculators: dict, atoms: Atoms, dtype: str) -> None:
+    """Every equitensor calculator (same weights) gives the same forces before any timing."""
+    forces = {}
+    for name, calculator in calculators.items():
+        if name.startswith("equitensor"):
+            probe = atoms.copy()
+            probe.calc = calculator
+            forces[name] = probe.get_forces()
+            calculator.reset()
+    reference = forces["equitensor"]
+    tolerance = 1e-8 if dtype == "float64" else 1e-3
+    for name, value in forces.items():
+        error = float(np.abs(value - reference).max())
+        if error > tolerance * max(1.0, float(np.abs(reference).max())):
+            raise SystemExit(f"{name} forces differ from equitensor's by {error:.3g} eV/Å")
 
 
 def neighbours_per_atom(atoms: Atoms, r_max: float) -> float:
@@ -268,6 +303,7 @@ def main() -> None:
     parser.add_argument("--no-mace", action="store_true", help="time equitensor only")
     parser.add_argument("--quick", action="store_true", help="smoke test at the smallest size")
     parser.add_argument("--skin0", action="store_true", help="also time equitensor (cg) with skin 0")
+    parser.add_argument("--exported", action="store_true", help="also time the model exported to .pt2")
     parser.add_argument(
         "--out",
         default=str(ROOT / "benchmarks" / "results" / "md_throughput"),
@@ -281,6 +317,8 @@ def main() -> None:
     implementations = ["equitensor", "equitensor-sparse"]
     if args.skin0:
         implementations.append("equitensor-skin0")
+    if args.exported:
+        implementations.append("equitensor-exported")
     if not args.no_mace:
         try:
             import mace  # noqa: F401
@@ -312,7 +350,9 @@ def main() -> None:
         for dtype in args.dtypes:
             calculators = {name: make_calculator(name, hp, dtype) for name in implementations}
             for name, calculator in calculators.items():
-                meta["parameters"][name.replace("-skin0", "")] = parameter_count(calculator)
+                if parameter_count(calculator) is not None:
+                    meta["parameters"][name.replace("-skin0", "")] = parameter_count(calculator)
+            check_same_forces(calculators, atoms, dtype)
             times = {name: [] for name in implementations}
             for _ in range(args.repeats):
                 for name, calculator in calculators.items():

@@ -22,19 +22,20 @@ the graph by ``make_fx`` before ``torch.export`` (nequip's approach): the file h
 Input checks (unknown elements, zero-length edges) cannot run inside the compiled graph: the
 caller validates (``ExportedModel`` does, as does the LAMMPS pair style).
 
-Backends whose executors are compiled operators outside torch (``custom_ops`` in their
-capabilities: ``sparse``, ``cuda``) and ``auto`` are exported as ``cg``: same weights, same
-numbers (checked), and the exporter says so. The metadata (strings) records the model class,
+The exported backends are the tested ones (``cg``; TensorNet's ``torch``); ``auto`` and the other
+exact backends (among them ``sparse`` and ``cuda``, whose kernels are compiled operators that a
+plain-torch loader lacks) are exported as ``cg`` (same weights, same numbers, checked) and the
+exporter says so; approximate ones are refused. The metadata (strings) records the model class,
 cutoff, elements, dtype, message-passing steps, ghost cutoff, backends, equitensor version and
 a SHA-256 of the weights.
 
-Example::
+Example (skipped in the doctests: compiling takes ~30 s; tests/test_export.py runs it)::
 
     >>> import os, tempfile
     >>> from ase.build import molecule
     >>> from equitensor.models import TensorNet
     >>> model = TensorNet(hidden_channels=4, num_layers=1, num_rbf=4, cutoff=3.0, atomic_numbers=[1, 8])
-    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP (compiles for ~30 s)
+    >>> with tempfile.TemporaryDirectory() as folder:  # doctest: +SKIP
     ...     metadata = export_model(model, os.path.join(folder, "water.pt2"), dtype="float64")
     ...     exported = load_exported(os.path.join(folder, "water.pt2"))
     >>> metadata["message_passing_steps"], metadata["ghost_cutoff"]  # doctest: +SKIP
@@ -112,10 +113,15 @@ class EnergyForcesVirial(nn.Module):
         return energy.detach(), node_energy.detach(), derivatives["forces"], derivatives["virial"][0]
 
 
+#: backends whose export is tested (tests/test_export.py); others are exported as these or refused
+TESTED_BACKENDS = ("cg", "torch")
+
+
 def exportable_backends(model: nn.Module) -> dict[str, str]:
-    """The backend settings of ``model.config`` to export with: ``auto`` and backends built on
-    compiled operators outside torch become the model's ``portable_backends`` (same weights,
-    same numbers).
+    """The backend settings of ``model.config`` to export with. Tested backends stay; ``auto``
+    and the other exact backends (e.g. ``sparse``, whose kernels are custom operators a
+    plain-torch loader lacks) become the model's ``portable_backends``, which compute the same
+    numbers from the same weights; approximate ones are refused.
 
     >>> from equitensor.models import MACE
     >>> exportable_backends(MACE([1, 8], r_max=3.0, num_channels=4, backend="sparse", product_backend="cg"))
@@ -125,11 +131,18 @@ def exportable_backends(model: nn.Module) -> dict[str, str]:
     portable = getattr(model, "portable_backends", {})
     settings = {}
     for key, value in config.items():
-        if key.endswith("backend") and isinstance(value, str):
-            custom = value == "auto" or (value in backend_names() and backend_capabilities(value).custom_ops)
-            if custom and key not in portable:
-                raise ExportError(f"{type(model).__name__} has {key}={value!r} and no portable alternative")
-            settings[key] = portable[key] if custom else value
+        if not (key.endswith("backend") and isinstance(value, str)):
+            continue
+        exact = value == "auto" or (value in backend_names() and backend_capabilities(value).exact)
+        if value in TESTED_BACKENDS:
+            settings[key] = value
+        elif exact and key in portable:
+            settings[key] = portable[key]
+        else:
+            raise ExportError(
+                f"{type(model).__name__} with {key}={value!r} cannot be exported: the exported backends "
+                f"are {', '.join(TESTED_BACKENDS)} (and exact backends, exported as {portable or 'none'})"
+            )
     return settings
 
 
@@ -209,12 +222,16 @@ def export_model(
     changed = {k: v for k, v in chosen.items() if model.config.get(k) != v}
     if changed:
         log.warning(
-            "exporting with %s instead of %s: compiled operators outside torch (or 'auto') cannot go "
-            "into a file that plain torch loads; same weights, and the numbers are checked below",
+            "exporting with %s instead of %s (the tested backends: same weights, same numbers, "
+            "checked below; custom operators such as the sparse kernels cannot go into a file that "
+            "plain torch loads)",
             changed,
             {k: model.config[k] for k in changed},
         )
-        model = switch_backend(model, chosen)
+        try:
+            model = switch_backend(model, chosen)
+        except RuntimeError as error:  # other parameters, e.g. a Gaunt product basis
+            raise ExportError(f"{type(model).__name__} cannot be exported with {chosen}: {error}") from error
     model = prepare_model(model, device, dtype)
     dtype = parameter_dtype(model)
     interface = EnergyForcesVirial(model)

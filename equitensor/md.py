@@ -265,7 +265,9 @@ def add_model_and_structure_arguments(parser: argparse.ArgumentParser, structure
     """Options shared by ``md`` and ``relax``: model, structure and frame, device, dtype, backend and
     Verlet skin (read back by :func:`structure_with_calculator`)."""
     parser.add_argument(
-        "--model", required=True, help="model file (equitensor.save_model) or training checkpoint"
+        "--model",
+        required=True,
+        help="model file (equitensor.save_model), training checkpoint or .pt2 file (equitensor export)",
     )
     parser.add_argument("--structure", required=True, help=structure_help)
     parser.add_argument("--index", default="-1", help="frame of the structure file (default: last)")

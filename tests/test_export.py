@@ -17,7 +17,14 @@ from equitensor.calculator import EquitensorCalculator
 from equitensor.cli import main as cli_main
 from equitensor.datasets.atoms_to_graph import graph_from_atoms
 from equitensor.errors import InputError
-from equitensor.export import EnergyForcesVirial, ExportError, export_model, interface_inputs, load_exported
+from equitensor.export import (
+    EnergyForcesVirial,
+    ExportError,
+    export_model,
+    exportable_backends,
+    interface_inputs,
+    load_exported,
+)
 from equitensor.graph import AtomicGraph
 from equitensor.models import MACE, TensorNet
 from equitensor.serialization import save_model
@@ -151,6 +158,13 @@ def test_what_cannot_be_exported_is_a_clear_error(tmp_path, capsys):
 
     with pytest.raises(ExportError, match="NoSteps has no `message_passing_steps`"):
         export_model(NoSteps(), tmp_path / "model.pt2")
+    gaunt = MACE([28, 29], r_max=CUTOFF, num_channels=8, max_ell=2, radial_MLP=[16], product_backend="gaunt")
+    with pytest.raises(
+        ExportError, match=r"cannot be exported with \{'backend': 'cg', 'product_backend': 'cg'\}"
+    ):
+        export_model(gaunt, tmp_path / "model.pt2")  # the Gaunt product basis has other weights
+    so2 = MACE([28, 29], r_max=CUTOFF, num_channels=8, max_ell=2, radial_MLP=[16], backend="so2")
+    assert exportable_backends(so2) == {"backend": "cg", "product_backend": "cg"}  # same weights
     save_model(MODELS["tensornet"](), tmp_path / "model.pt")
     assert cli_main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.zip")]) == 2
     assert "must end in .pt2" in capsys.readouterr().err

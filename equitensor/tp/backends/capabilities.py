@@ -71,9 +71,7 @@ class BackendCapabilities:
     :class:`equitensor.nn.SymmetricContraction`.
     ``available(device)`` returns why the backend cannot run on ``device`` in this environment
     (e.g. CuPy missing), or None; None (the default) means it runs wherever ``devices`` says.
-    ``backend="auto"`` consults it. ``custom_ops`` names the compiled operators outside torch
-    that its executors call (a model exported to a ``.pt2`` file cannot carry them to a
-    plain-torch loader, so :mod:`equitensor.export` computes with ``cg`` instead).
+    ``backend="auto"`` consults it.
 
     >>> cg = backend_capabilities("cg")
     >>> cg.exact, cg.derivatives, cg.devices
@@ -94,7 +92,6 @@ class BackendCapabilities:
     dtypes: tuple[torch.dtype, ...]
     limitations: Callable[[TensorProductSpec], list[Limitation]] = field(default=no_limitations)
     available: Callable[[torch.device], str | None] | None = None
-    custom_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [op for op in self.builders if op not in OPERATIONS]

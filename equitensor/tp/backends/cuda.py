@@ -63,7 +63,6 @@ CAPABILITIES = BackendCapabilities(
     dtypes=(torch.float32, torch.float64),
     limitations=cuda_limitations,
     available=cuda_available,
-    custom_ops=("CuPy NVRTC kernels",),
 )
 
 register_backend(CAPABILITIES)

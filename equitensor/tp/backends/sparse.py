@@ -170,7 +170,6 @@ CAPABILITIES = BackendCapabilities(
     dtypes=(torch.float32, torch.float64),
     limitations=sparse_limitations,
     available=sparse_available,
-    custom_ops=("equitensor::sparse_contract",),
 )
 
 register_backend(CAPABILITIES)
