@@ -205,6 +205,18 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes on this machine have used (non-idle time of /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class PeakRSS:
     """Peak resident memory (GiB) of this process during a ``with`` block, sampled every 20 ms."""
 
@@ -323,14 +335,22 @@ def run_lammps(folder: Path, script: str, ranks: int, threads: int, limit_gb: fl
         "log.lammps",
         "-nocite",
     ]
+    busy, wall = busy_cpu_seconds(), time.perf_counter()
     with open(folder / "stdout.txt", "w") as out:
         process = subprocess.Popen(
             command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=cap
         )
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
+    wall, busy = time.perf_counter() - wall, busy_cpu_seconds() - busy
     text = (folder / "stdout.txt").read_text(errors="replace")
-    return {"returncode": process.returncode, "stdout": text, "peak_gb": usage.ru_maxrss / 2**20}
+    return {
+        "returncode": process.returncode,
+        "stdout": text,
+        "peak_gb": usage.ru_maxrss / 2**20,
+        # cores used by other processes meanwhile (the whole LAMMPS process, not only its loop)
+        "external_cores": max(0.0, (busy - usage.ru_utime - usage.ru_stime) / wall),
+    }
 
 
 def lammps_failure(result: dict, limit_gb: float, ranks: int) -> Exception:
@@ -411,6 +431,7 @@ def lammps_md(
         "ghosts_per_rank": float(ghosts.group(1)) if ghosts else None,
         "breakdown": breakdown,
         "peak_gb": result["peak_gb"],
+        "external_cores": result["external_cores"],
     }
 
 
@@ -445,9 +466,11 @@ def ase_static(calculator, atoms: Atoms) -> dict:
 def ase_md(calculator, atoms: Atoms, steps: int, warmup: int, timestep_fs: float) -> dict:
     calculator.reset()
     release_memory()
+    busy, own, wall = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     with PeakRSS() as peak:
         timed = mdt.time_md(calculator, atoms, steps, warmup, timestep_fs, min_seconds=0.0)
-    return {**timed, "peak_gb": peak.peak}
+    wall, busy, own = time.perf_counter() - wall, busy_cpu_seconds() - busy, own_cpu_seconds() - own
+    return {**timed, "peak_gb": peak.peak, "external_cores": max(0.0, (busy - own) / wall)}
 
 
 # ---------------------------------------------------------------- the benchmark
@@ -601,7 +624,7 @@ def run_case(
                 print(
                     f"{system} {dtype} c{channels} {name:18s} repeat {repeat}: "
                     f"{result['steps'] / result['seconds']:.4f} steps/s ({result['steps']} steps, "
-                    f"{result['seconds']:.1f} s)",
+                    f"{result['seconds']:.1f} s; other processes {result['external_cores']:.2f} cores)",
                     flush=True,
                 )
         rates = {
@@ -637,6 +660,7 @@ def run_case(
                     "steps_per_second": rate,
                     "ns_per_day": ns_per_day(rate, args.timestep),
                     "final_energy": [t["final_energy"] for t in runs],
+                    "external_cores": [t["external_cores"] for t in runs],
                     "peak_gb": max([peaks[name]] + [t["peak_gb"] for t in runs]),
                     "vs_mace_torch": rate / rates["mace-torch"] if "mace-torch" in rates else None,
                     "vs_equitensor_sparse": rate / rates[REFERENCE] if REFERENCE in rates else None,
@@ -670,7 +694,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "compute the stress every step, LAMMPS the virial only on thermo steps.",
         f"Memory cap (RLIMIT_AS) {meta['memory_limit_gb']:.1f} GiB (LAMMPS: shared equally by the ranks). "
         "`model atoms/rank`: atoms the model is evaluated on per rank and step (LAMMPS: local + ghost "
-        "atoms out to 2 x r_max + skin = 10.5 Å).",
+        "atoms out to 2 x r_max + skin = 10.5 Å). `other load`: cores used by other processes during "
+        "the runs (median and max over repeats; /proc/stat busy time minus this benchmark's): above "
+        "~0.2 the row was disturbed.",
         "",
     ]
     for case in meta["cases"]:
@@ -683,8 +709,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             + ".",
             "",
             "| system | atoms | implementation | model atoms/rank | ms/step | steps/s | ns/day | "
-            "vs mace-torch | vs equitensor-sparse | peak RSS GiB | steps timed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "vs mace-torch | vs equitensor-sparse | peak RSS GiB | steps timed | other load (cores) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows:
             if row["channels"] != case["channels"] or row["dtype"] != case["dtype"]:
@@ -692,7 +718,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             if row["status"] != "ok":
                 lines.append(
                     f"| {row['system']} | {row['atoms']} | {row['implementation']} | | | | | | | | "
-                    f"{row['status']} |"
+                    f"{row['status']} | |"
                 )
                 continue
             rate = row["steps_per_second"]
@@ -705,7 +731,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 f"{row['model_atoms_per_rank']:.0f} | {1000 / rate:.0f} | {rate:.4f} | "
                 f"{row['ns_per_day']:.5f} | {ratio(row['vs_mace_torch'])} | "
                 f"{ratio(row['vs_equitensor_sparse'])} | {row['peak_gb']:.1f} | "
-                f"{row['warmup']}+{row['steps'][0]} x {len(row['steps'])} |"
+                f"{row['warmup']}+{row['steps'][0]} x {len(row['steps'])} | "
+                f"{statistics.median(row['external_cores']):.2f} (max {max(row['external_cores']):.2f}) |"
             )
         lines += ["", f"Correctness (starting structure, vs {REFERENCE}):", ""]
         lines += ["| system | implementation | energy eV | abs. energy diff eV | max abs. force diff eV/Å |"]
