@@ -38,8 +38,9 @@ Memory: LAMMPS evaluates the model on each rank's local atoms plus all ghost ato
 message-passing steps x r_max + skin (10.5 Å here), i.e. several times the cell's atoms (the
 ``model atoms`` column). To fail cleanly instead of waking the kernel's OOM killer, the script
 caps its address space (``RLIMIT_AS``, ``--memory-limit-gb``, default 90% of MemAvailable; the
-LAMMPS ranks share it equally); an implementation that cannot allocate is listed as "does not fit"
-with the limit, and not timed. Peak resident memory is given per row (LAMMPS: its largest rank;
+LAMMPS ranks share it, or MemAvailable - 1 GiB when they start if lower, equally); an
+implementation that cannot allocate (or is killed by SIGKILL) is listed as "does not fit" with
+the limit, and not timed. Peak resident memory is given per row (LAMMPS: its largest rank;
 ASE rows: the whole Python process, the other models included, sampled every 20 ms).
 
 Systems: fcc Cu 6x6x6 (``cu864``, md_throughput.py's ``structure``) and 12x12x12 (``cu6912``, the
@@ -319,6 +320,9 @@ def run_lammps(folder: Path, script: str, ranks: int, threads: int, limit_gb: fl
         "MKL_NUM_THREADS": str(threads),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
+    # the cap, or what is free now (this Python process keeps its own memory meanwhile), shared
+    release_memory()
+    limit_gb = min(limit_gb, available_gb() - 1.0)
     per_rank = int(limit_gb / ranks * GIB)
 
     def cap() -> None:
@@ -350,13 +354,19 @@ def run_lammps(folder: Path, script: str, ranks: int, threads: int, limit_gb: fl
         "peak_gb": usage.ru_maxrss / 2**20,
         # cores used by other processes meanwhile (the whole LAMMPS process, not only its loop)
         "external_cores": max(0.0, (busy - usage.ru_utime - usage.ru_stime) / wall),
+        "limit_gb": limit_gb,
     }
 
 
-def lammps_failure(result: dict, limit_gb: float, ranks: int) -> Exception:
-    text = result["stdout"]
+def lammps_failure(result: dict, ranks: int) -> Exception:
+    text, limit_gb = result["stdout"], result["limit_gb"]
     if re.search(r"can't allocate memory|bad_alloc|Cannot allocate memory|Failed to allocate", text):
         return DoesNotFit(f"out of memory under {limit_gb / ranks:.1f} GiB per rank")
+    if result["returncode"] in (-9, 137, 247) or "KILLED BY SIGNAL: 9" in text:
+        return DoesNotFit(
+            f"killed (SIGKILL, the kernel's OOM killer?) at peak {result['peak_gb']:.1f} GiB per rank "
+            f"under a cap of {limit_gb / ranks:.1f} GiB"
+        )
     errors = re.findall(r"^ERROR.*$", text, re.M)
     return RuntimeError(
         f"LAMMPS failed (exit {result['returncode']}): {errors[-1] if errors else text[-1500:]}"
@@ -378,7 +388,7 @@ def lammps_static(
     script = lammps_input(plugin, model, dtype, atoms.get_chemical_symbols()[0], STATIC)
     result = run_lammps(folder, script, ranks, threads, limit_gb)
     if result["returncode"] != 0:
-        raise lammps_failure(result, limit_gb, ranks)
+        raise lammps_failure(result, ranks)
     energy = float(re.findall(r"^RESULT (\S+)", result["stdout"], re.M)[-1])
     rows = (folder / "out.dump").read_text().split("ITEM: ATOMS")[-1].strip().splitlines()[1:]
     table = np.array([[float(v) for v in row.split()] for row in rows])
@@ -403,7 +413,7 @@ def lammps_md(
     script = lammps_input(plugin, model, dtype, atoms.get_chemical_symbols()[0], dynamics_body(warmup, steps))
     result = run_lammps(folder, script, ranks, threads, limit_gb)
     if result["returncode"] != 0:
-        raise lammps_failure(result, limit_gb, ranks)
+        raise lammps_failure(result, ranks)
     text = result["stdout"]
     seconds, done = re.findall(r"Loop time of (\S+) on \d+ procs for (\d+) steps", text)[-1]
     tasks, threads_used = re.findall(r"with (\d+) MPI tasks x (\d+) OpenMP threads", text)[-1]
@@ -692,7 +702,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "lists in every step (LAMMPS: bin, skin 0.5 Å, rebuilt when needed; equitensor: vesin Verlet "
         "list, skin 0.5 Å; mace-torch: a fresh matscipy list each step). The ASE calculators also "
         "compute the stress every step, LAMMPS the virial only on thermo steps.",
-        f"Memory cap (RLIMIT_AS) {meta['memory_limit_gb']:.1f} GiB (LAMMPS: shared equally by the ranks). "
+        f"Memory cap (RLIMIT_AS) {meta['memory_limit_gb']:.1f} GiB (LAMMPS: this or MemAvailable - 1 GiB "
+        "at its start, whichever is lower, shared equally by the ranks). "
         "`model atoms/rank`: atoms the model is evaluated on per rank and step (LAMMPS: local + ghost "
         "atoms out to 2 x r_max + skin = 10.5 Å). `other load`: cores used by other processes during "
         "the runs (median and max over repeats; /proc/stat busy time minus this benchmark's): above "
