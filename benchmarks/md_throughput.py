@@ -102,6 +102,17 @@ def hyperparameters(args: argparse.Namespace) -> dict:
     }
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The MACE hyperparameters besides the channels (read back by :func:`hyperparameters`)."""
+    parser.add_argument("--max-L", type=int, default=1)
+    parser.add_argument("--max-ell", type=int, default=3)
+    parser.add_argument("--correlation", type=int, default=3)
+    parser.add_argument("--interactions", type=int, default=2)
+    parser.add_argument("--r-max", type=float, default=5.0)
+    parser.add_argument("--radial-mlp", type=int, nargs="+", default=[64, 64, 64])
+    parser.add_argument("--avg-num-neighbors", type=float, default=20.0)
+
+
 def equitensor_model(hp: dict) -> torch.nn.Module:
     torch.manual_seed(0)
     return MACE(ELEMENTS, **hp)
@@ -293,13 +304,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timestep", type=float, default=1.0, help="fs")
     parser.add_argument("--channels", type=int, default=128)
-    parser.add_argument("--max-L", type=int, default=1)
-    parser.add_argument("--max-ell", type=int, default=3)
-    parser.add_argument("--correlation", type=int, default=3)
-    parser.add_argument("--interactions", type=int, default=2)
-    parser.add_argument("--r-max", type=float, default=5.0)
-    parser.add_argument("--radial-mlp", type=int, nargs="+", default=[64, 64, 64])
-    parser.add_argument("--avg-num-neighbors", type=float, default=20.0)
+    add_model_arguments(parser)
     parser.add_argument("--no-mace", action="store_true", help="time equitensor only")
     parser.add_argument("--quick", action="store_true", help="smoke test at the smallest size")
     parser.add_argument("--skin0", action="store_true", help="also time equitensor (cg) with skin 0")

@@ -60,6 +60,7 @@ import equitensor
 from equitensor.devices import capturing_graph
 from equitensor.errors import InputError
 from equitensor.graph import AtomicGraph, energy_derivatives, strained
+from equitensor.models.elements import element_table
 from equitensor.serialization import atomic_write, content_digest, parameter_dtype
 from equitensor.tp.backends.capabilities import backend_capabilities, list_backends
 
@@ -318,9 +319,7 @@ class ExportedModel(nn.Module):
         self.dtype = {name: dtype for dtype, name in DTYPE_NAMES.items()}[self.metadata["dtype"]]
         self.device = torch.device(self.metadata["device"])
         self.atomic_numbers = [int(z) for z in self.metadata["atomic_numbers"].split()]
-        table = torch.full((max(self.atomic_numbers) + 1,), -1, dtype=torch.long)
-        table[self.atomic_numbers] = torch.arange(len(self.atomic_numbers))
-        self.register_buffer("element_index", table, persistent=False)
+        self.register_buffer("element_index", element_table(self.atomic_numbers), persistent=False)
 
     def forward(
         self, graph: AtomicGraph, compute_forces: bool = True, compute_stress: bool = False
