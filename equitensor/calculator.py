@@ -97,9 +97,10 @@ def switch_backend(model: nn.Module, backend: str | Mapping[str, str]) -> nn.Mod
             f"its backend settings are {supported}"
         )
     rebuilt = type(model)(**{**config, **settings})
-    rebuilt.to(device=model_device(model), dtype=parameter_dtype(model))
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    return rebuilt
+    # assign: every tensor keeps its own dtype (a float32 model's float64 E0s are not rounded)
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    rebuilt.load_state_dict(state, strict=True, assign=True)
+    return rebuilt.to(device=model_device(model)).train(model.training)
 
 
 def prepare_model(

@@ -32,7 +32,10 @@
 #include "utils.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstring>
@@ -148,19 +151,44 @@ void PairEquitensor::coeff(int narg, char **arg)
     for (int j = i; j <= ntypes; j++) setflag[i][j] = 1;
 }
 
+// Files exported with the default `sparse` backend call the custom operator
+// equitensor::sparse_contract (equitensor's compiled CPU kernels). It lives in
+// libequitensor_ops.so, built next to this plugin; loaded once, unless the process has the
+// operator already (a Python process that loaded equitensor's kernels). Returns why it could not
+// be loaded, or "".
+static std::string load_equitensor_operators()
+{
+  if (c10::Dispatcher::singleton().findSchema({"equitensor::sparse_contract", ""})) return "";
+  Dl_info info;
+  if (!dladdr(reinterpret_cast<void *>(&load_equitensor_operators), &info) || !info.dli_fname)
+    return "cannot find the plugin's own folder";
+  std::string library(info.dli_fname);
+  library = library.substr(0, library.find_last_of('/') + 1) + "libequitensor_ops.so";
+  if (!dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL)) return dlerror();
+  return "";
+}
+
 void PairEquitensor::load_model(const std::string &path)
 {
   if (!std::ifstream(path).good()) error->all(FLERR, "pair_style equitensor: cannot read {}", path);
+  const std::string operators_problem = load_equitensor_operators();
   std::unordered_map<std::string, std::string> metadata;
   try {
     model = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
     metadata = model->get_metadata();
   } catch (const std::exception &e) {
-    error->all(FLERR, "pair_style equitensor: {} is not a loadable .pt2 package: {}", path, e.what());
+    error->all(FLERR, "pair_style equitensor: {} is not a loadable .pt2 package: {}{}", path, e.what(),
+               operators_problem.empty() ? "" : " (equitensor's operator library did not load: " + operators_problem + ")");
   }
   if (metadata["format"] != "equitensor-pt2-1")
     error->all(FLERR, "pair_style equitensor: {} was not written by `equitensor export` (format '{}')",
                path, metadata["format"]);
+  std::istringstream operators(metadata["custom_ops"]);
+  for (std::string name; operators >> name;)
+    if (!c10::Dispatcher::singleton().findSchema({name, ""}))
+      error->all(FLERR, "pair_style equitensor: {} calls the operator {}, which this plugin cannot load{}; "
+                 "rebuild the plugin (bash lammps/build.sh) or export with --portable", path, name,
+                 operators_problem.empty() ? "" : " (" + operators_problem + ")");
   model_path = path;
   cutoff = std::stod(metadata["cutoff"]);
   ghost_cutoff = std::stod(metadata["ghost_cutoff"]);

@@ -350,6 +350,9 @@ class MACE(nn.Module):
 
     #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
     portable_backends = {"backend": "cg", "product_backend": "cg"}
+    #: backend settings of equitensor's compiled CPU kernels (custom operators ``equitensor export``
+    #: puts into the file by default)
+    kernel_backends = {"backend": "sparse", "product_backend": "sparse"}
 
     @property
     def message_passing_steps(self) -> int:

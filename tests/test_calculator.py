@@ -16,7 +16,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from equitensor import EdgeConvolution, save_model
-from equitensor.calculator import EquitensorCalculator, evaluate_many, model_cutoff
+from equitensor.calculator import EquitensorCalculator, evaluate_many, model_cutoff, switch_backend
 from equitensor.datasets import graph_from_atoms
 from equitensor.md import initialise_velocities, make_dynamics
 from equitensor.models import MACE, TensorNet
@@ -308,3 +308,17 @@ def test_float32_energy_is_translation_invariant_far_from_the_origin():
     far.calc = calc
     assert far.get_potential_energy() == pytest.approx(near, abs=1e-5)
     np.testing.assert_allclose(far.get_forces(), forces, atol=1e-5)
+
+
+def test_backend_switch_keeps_every_tensor_and_its_dtype():
+    """A float32 model's float64 buffers (E0s) stay float64 and unrounded through a switch."""
+    torch.manual_seed(0)
+    model = MACE(ELEMENTS, r_max=3.5, num_channels=4, max_ell=2, radial_MLP=[8], atomic_energies=[-1.3] * 4)
+    model.eval()
+    switched = switch_backend(model, "so2")
+    assert model.atomic_energies.dtype == torch.float64 and next(model.parameters()).dtype == torch.float32
+    assert not switched.training
+    original, copied = model.state_dict(), switched.state_dict()
+    for name, tensor in original.items():
+        assert copied[name].dtype == tensor.dtype and torch.equal(copied[name], tensor), name
+        assert copied[name].data_ptr() != tensor.data_ptr(), name  # a copy, not shared storage

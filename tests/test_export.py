@@ -24,8 +24,10 @@ from equitensor.export import (
     exportable_backends,
     interface_inputs,
     load_exported,
+    package_metadata,
 )
 from equitensor.graph import AtomicGraph
+from equitensor.kernels import sparse_contract
 from equitensor.models import MACE, TensorNet
 from equitensor.serialization import save_model
 
@@ -62,12 +64,21 @@ def trained_like(name: str) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module", params=[("mace", "float64"), ("tensornet", "float64"), ("mace", "float32")])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("mace", "float64", False),
+        ("tensornet", "float64", False),
+        ("mace", "float32", False),
+        ("mace", "float64", True),
+    ],
+    ids=["mace-float64", "tensornet-float64", "mace-float32", "mace-float64-portable"],
+)
 def exported(request, tmp_path_factory):
-    name, dtype = request.param
+    name, dtype, portable = request.param
     model = trained_like(name)
-    path = tmp_path_factory.mktemp("export") / f"{name}_{dtype}.pt2"
-    metadata = export_model(model, path, dtype=dtype)
+    path = tmp_path_factory.mktemp("export") / f"{name}_{dtype}_{portable}.pt2"
+    metadata = export_model(model, path, dtype=dtype, portable=portable)
     return model, path, metadata, dtype
 
 
@@ -97,20 +108,30 @@ def test_metadata_records_what_a_md_engine_needs(exported):
     assert metadata["cutoff"] == "4.0" and metadata["atomic_numbers"] == "28 29"
     assert metadata["dtype"] == dtype and metadata["message_passing_steps"] == str(steps)
     assert float(metadata["ghost_cutoff"]) == steps * CUTOFF
-    if isinstance(model, MACE):  # the sparse kernels are custom ops: exported with cg, and said so
+    if isinstance(model, MACE) and metadata["custom_ops"]:  # the default: the sparse kernels
+        assert metadata["backends"] == "backend=sparse product_backend=sparse"
+        assert metadata["custom_ops"] == "equitensor::sparse_contract"
+    elif isinstance(model, MACE):  # portable: plain torch operations
         assert metadata["backends"] == "backend=cg product_backend=cg"
+    else:
+        assert metadata["backends"] == "backend=torch" and metadata["custom_ops"] == ""
+    assert package_metadata(path)["custom_ops"] == metadata["custom_ops"]  # readable before loading
     assert load_exported(path).metadata.items() >= metadata.items()  # AOTI adds its own keys
 
 
 def test_plain_torch_loads_it_without_equitensor(exported, tmp_path):
+    """A portable file needs torch alone; one with the sparse kernels also their operator
+    library (a torch extension, no equitensor Python)."""
     model, path, metadata, dtype = exported
     graph = graph_from_atoms(structures()[0], CUTOFF, getattr(torch, dtype))
     inputs = interface_inputs(graph)
     torch.save(inputs, tmp_path / "inputs.pt")
+    library = sparse_contract.load() if metadata["custom_ops"] else None
     script = (
         "import sys, json, torch\n"
         "sys.modules['equitensor'] = None  # importing equitensor would fail\n"
-        f"model = torch._inductor.aoti_load_package({str(path)!r})\n"
+        + (f"torch.ops.load_library({library!r})\n" if library else "")
+        + f"model = torch._inductor.aoti_load_package({str(path)!r})\n"
         f"energy, node_energy, forces, virial = model(*torch.load({str(tmp_path / 'inputs.pt')!r}))\n"
         "print(json.dumps([energy.item(), forces.tolist()]))\n"
     )
@@ -162,9 +183,11 @@ def test_what_cannot_be_exported_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(
         ExportError, match=r"cannot be exported with \{'backend': 'cg', 'product_backend': 'cg'\}"
     ):
-        export_model(gaunt, tmp_path / "model.pt2")  # the Gaunt product basis has other weights
+        export_model(gaunt, tmp_path / "model.pt2", portable=True)  # the Gaunt basis has other weights
     so2 = MACE([28, 29], r_max=CUTOFF, num_channels=8, max_ell=2, radial_MLP=[16], backend="so2")
-    assert exportable_backends(so2) == {"backend": "cg", "product_backend": "cg"}  # same weights
+    assert exportable_backends(so2) == {"backend": "sparse", "product_backend": "sparse"}  # same weights
+    assert exportable_backends(so2, portable=True) == {"backend": "cg", "product_backend": "cg"}
+    assert exportable_backends(so2, device="cuda") == {"backend": "cg", "product_backend": "cg"}
     save_model(MODELS["tensornet"](), tmp_path / "model.pt")
     assert cli_main(["export", str(tmp_path / "model.pt"), str(tmp_path / "model.zip")]) == 2
     assert "must end in .pt2" in capsys.readouterr().err

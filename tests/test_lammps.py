@@ -291,6 +291,17 @@ def test_lammps_error_not_a_package(plugin, tmp_path):
     assert "is not a loadable .pt2 package" in out, out[-2000:]
 
 
+def test_lammps_error_without_the_operator_library(plugin, mace, tmp_path):
+    """A plugin copied away from libequitensor_ops.so cannot run a file with the sparse kernels:
+    a LAMMPS error that names the operator and the library, not a crash."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(plugin, alone / plugin.name)
+    out = run_error(alone / plugin.name, mace[1], tmp_path)
+    assert "ERROR: " in out and "libequitensor_ops.so" in out, out[-2000:]
+    assert "equitensor::sparse_contract" in out or "operator library did not load" in out, out[-2000:]
+
+
 def test_lammps_raises_a_short_ghost_cutoff(plugin, mace, tmp_path):
     """A user's comm_modify cutoff below steps x cutoff + skin is raised, with a warning."""
     atoms, boundary = periodic_fcc()

@@ -323,15 +323,24 @@ at::Tensor sparse_contract(at::TensorList inputs, const c10::List<std::optional<
   return out;
 }
 
+// the schema's out_rows is a SymInt (dynamic numbers of atoms and edges in torch.export); the
+// CPU kernel runs on concrete sizes
+at::Tensor sparse_contract_cpu(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
+                               const std::optional<at::Tensor>& out_index, c10::SymInt out_rows, int64_t out_dim,
+                               int64_t channels, const at::Tensor& components, const at::Tensor& coefficients) {
+  return sparse_contract(inputs, indices, out_index, out_rows.expect_int(), out_dim, channels, components,
+                         coefficients);
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 at::Tensor call_op(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
-                   const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim, int64_t channels,
-                   const at::Tensor& components, const at::Tensor& coefficients) {
+                   const std::optional<at::Tensor>& out_index, c10::SymInt out_rows, int64_t out_dim,
+                   int64_t channels, const at::Tensor& components, const at::Tensor& coefficients) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("equitensor::sparse_contract", "")
-                       .typed<decltype(sparse_contract)>();
+                       .typed<decltype(sparse_contract_cpu)>();
   return op.call(inputs, indices, out_index, out_rows, out_dim, channels, components, coefficients);
 }
 
@@ -339,7 +348,7 @@ class SparseContractFunction : public torch::autograd::Function<SparseContractFu
  public:
   static at::Tensor forward(AutogradContext* ctx, at::TensorList inputs,
                             const c10::List<std::optional<at::Tensor>>& indices,
-                            const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim,
+                            const std::optional<at::Tensor>& out_index, c10::SymInt out_rows, int64_t out_dim,
                             int64_t channels, const at::Tensor& components, const at::Tensor& coefficients) {
     ctx->save_for_backward(inputs.vec());
     ctx->saved_data["indices"] = indices;
@@ -381,15 +390,17 @@ class SparseContractFunction : public torch::autograd::Function<SparseContractFu
       for (const int64_t k : order) picked.push_back(components.select(1, k));
       const at::Tensor columns = at::stack(picked, 1).contiguous();
       const at::Tensor& target = inputs[j];
-      grads[j] = call_op(operands, rows, indices.get(j), target.size(0), target.size(1),
-                         target.dim() == 3 ? target.size(2) : 0, columns, coefficients);
+      // sym_size: under torch.export the row count is symbolic (size() would specialise it)
+      const int64_t dim = target.sym_size(1).guard_int(__FILE__, __LINE__);
+      const int64_t channels = target.dim() == 3 ? target.sym_size(2).guard_int(__FILE__, __LINE__) : 0;
+      grads[j] = call_op(operands, rows, indices.get(j), target.sym_size(0), dim, channels, columns, coefficients);
     }
     return grads;
   }
 };
 
 at::Tensor sparse_contract_autograd(at::TensorList inputs, const c10::List<std::optional<at::Tensor>>& indices,
-                                    const std::optional<at::Tensor>& out_index, int64_t out_rows, int64_t out_dim,
+                                    const std::optional<at::Tensor>& out_index, c10::SymInt out_rows, int64_t out_dim,
                                     int64_t channels, const at::Tensor& components,
                                     const at::Tensor& coefficients) {
   return SparseContractFunction::apply(inputs, indices, out_index, out_rows, out_dim, channels, components,
@@ -400,10 +411,10 @@ at::Tensor sparse_contract_autograd(at::TensorList inputs, const c10::List<std::
 
 TORCH_LIBRARY_FRAGMENT(equitensor, m) {
   m.def(
-      "sparse_contract(Tensor[] inputs, Tensor?[] indices, Tensor? out_index, int out_rows, int out_dim, "
+      "sparse_contract(Tensor[] inputs, Tensor?[] indices, Tensor? out_index, SymInt out_rows, int out_dim, "
       "int channels, Tensor components, Tensor coefficients) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(equitensor, CPU, m) { m.impl("sparse_contract", &sparse_contract); }
+TORCH_LIBRARY_IMPL(equitensor, CPU, m) { m.impl("sparse_contract", &sparse_contract_cpu); }
 
 TORCH_LIBRARY_IMPL(equitensor, Autograd, m) { m.impl("sparse_contract", &sparse_contract_autograd); }
