@@ -153,7 +153,9 @@ def exportable_backends(
     for key, value in config.items():
         if not (key.endswith("backend") and isinstance(value, str)):
             continue
-        exact = value == "auto" or (value in backend_names() and backend_capabilities(value).exact)
+        exact = value in ("auto", *PORTABLE_BACKENDS, *KERNEL_BACKENDS) or (
+            value in backend_names() and backend_capabilities(value).exact
+        )
         if exact and key in targets:
             settings[key] = targets[key]
         elif value in PORTABLE_BACKENDS + (() if portable else KERNEL_BACKENDS):

@@ -407,6 +407,9 @@ class TensorNet(nn.Module):
 
     #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
     portable_backends = {"backend": "torch"}
+    #: backend settings of equitensor's compiled CPU kernels (custom operators ``equitensor export``
+    #: puts into the file by default)
+    kernel_backends = {"backend": "sparse"}
 
     @property
     def message_passing_steps(self) -> int:

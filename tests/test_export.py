@@ -79,11 +79,11 @@ def exported(request, tmp_path_factory):
     model = trained_like(name)
     path = tmp_path_factory.mktemp("export") / f"{name}_{dtype}_{portable}.pt2"
     metadata = export_model(model, path, dtype=dtype, portable=portable)
-    return model, path, metadata, dtype
+    return model, path, metadata, dtype, portable
 
 
 def test_exported_file_equals_eager_model_for_any_size(exported):
-    model, path, metadata, dtype = exported
+    model, path, metadata, dtype, portable = exported
     tolerance = 1e-10 if dtype == "float64" else 1e-5
     for atoms in structures():
         eager, compiled = atoms.copy(), atoms.copy()
@@ -103,18 +103,17 @@ def test_exported_file_equals_eager_model_for_any_size(exported):
 
 
 def test_metadata_records_what_a_md_engine_needs(exported):
-    model, path, metadata, dtype = exported
+    model, path, metadata, dtype, portable = exported
     steps = len(model.interactions) if isinstance(model, MACE) else len(model.layers) + 1
     assert metadata["cutoff"] == "4.0" and metadata["atomic_numbers"] == "28 29"
     assert metadata["dtype"] == dtype and metadata["message_passing_steps"] == str(steps)
     assert float(metadata["ghost_cutoff"]) == steps * CUTOFF
-    if isinstance(model, MACE) and metadata["custom_ops"]:  # the default: the sparse kernels
-        assert metadata["backends"] == "backend=sparse product_backend=sparse"
-        assert metadata["custom_ops"] == "equitensor::sparse_contract"
-    elif isinstance(model, MACE):  # portable: plain torch operations
-        assert metadata["backends"] == "backend=cg product_backend=cg"
-    else:
-        assert metadata["backends"] == "backend=torch" and metadata["custom_ops"] == ""
+    if portable:  # plain torch operations
+        expected, ops = model.portable_backends, ""
+    else:  # the default: the sparse kernels
+        expected, ops = model.kernel_backends, "equitensor::sparse_contract"
+    assert metadata["backends"] == " ".join(f"{k}={v}" for k, v in expected.items())
+    assert metadata["custom_ops"] == ops
     assert package_metadata(path)["custom_ops"] == metadata["custom_ops"]  # readable before loading
     assert load_exported(path).metadata.items() >= metadata.items()  # AOTI adds its own keys
 
@@ -122,7 +121,7 @@ def test_metadata_records_what_a_md_engine_needs(exported):
 def test_plain_torch_loads_it_without_equitensor(exported, tmp_path):
     """A portable file needs torch alone; one with the sparse kernels also their operator
     library (a torch extension, no equitensor Python)."""
-    model, path, metadata, dtype = exported
+    model, path, metadata, dtype, portable = exported
     graph = graph_from_atoms(structures()[0], CUTOFF, getattr(torch, dtype))
     inputs = interface_inputs(graph)
     torch.save(inputs, tmp_path / "inputs.pt")
@@ -144,7 +143,7 @@ def test_plain_torch_loads_it_without_equitensor(exported, tmp_path):
 
 
 def test_exported_file_refuses_what_it_cannot_compute(exported):
-    model, path, metadata, dtype = exported
+    model, path, metadata, dtype, portable = exported
     other = "float32" if dtype == "float64" else "float64"
     with pytest.raises(InputError, match=f"computes in {dtype}, not {other}: export the model again"):
         EquitensorCalculator(path, dtype=other)
@@ -160,8 +159,9 @@ def test_cli_export_writes_a_file_the_calculator_runs(tmp_path, capsys):
     model = MODELS["tensornet"]()
     save_model(model, tmp_path / "model.pt")
     command = ["export", str(tmp_path / "model.pt"), str(tmp_path / "model.pt2"), "--dtype", "float64"]
-    assert cli_main(command) == 0
+    assert cli_main([*command, "--portable"]) == 0
     assert "wrote" in capsys.readouterr().out and (tmp_path / "model.pt2").exists()
+    assert package_metadata(tmp_path / "model.pt2")["backends"] == "backend=torch"
     atoms = structures()[0]
     atoms.calc = EquitensorCalculator(tmp_path / "model.pt2")
     reference = atoms.copy()
