@@ -5,8 +5,9 @@
 All rows compute the same function: the mace-torch ``ScaleShiftMACE`` of md_throughput.py's
 ``mace_torch_model`` (random weights, seed 0) is converted to equitensor's MACE with
 ``equitensor.interop.mace_torch.mace_from_mace_torch`` (weights copied), which is exported with
-``equitensor.export.export_model`` to a ``.pt2`` file (the cg backends: the sparse kernels are not
-exportable) for LAMMPS and for ``EquitensorCalculator("x.pt2")``.
+``equitensor.export.export_model`` to a ``.pt2`` file (by default the sparse CPU kernels, as calls
+of the custom operator ``equitensor::sparse_contract`` that the plugin loads from
+``libequitensor_ops.so``) for LAMMPS and for ``EquitensorCalculator("x.pt2")``.
 
 Rows (implementations):
 
@@ -728,10 +729,11 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "`mace_torch_model`, seed 0) and equitensor's MACE with its weights (`mace_from_mace_torch`; its "
         "own 8-atom probe, which has a 0.6 Å pair and |E| ~ 0.01 eV, differs by ~1e-9 eV at these sizes, so "
         "its check tolerance is loosened to 1e-6 here and the check that counts is the one below, on the "
-        "benchmark's structure). LAMMPS runs the exported .pt2 (cg kernels compiled by AOTInductor, the "
-        "file `equitensor-pt2` runs in ASE) on its local plus ghost atoms: `lammps` vs `equitensor-pt2` is "
-        "the cost of the ghost atoms (and LAMMPS), `equitensor-pt2` vs `equitensor-sparse` that of the "
-        "kernels. LAMMPS's own breakdown puts ~100% of its loop in Pair (the model) in every row (JSON).",
+        "benchmark's structure). LAMMPS runs the exported .pt2 (the sparse kernels as "
+        "custom-operator calls, the rest compiled by AOTInductor; the file `equitensor-pt2` runs in ASE) on "
+        "its local plus ghost atoms: `lammps` vs `equitensor-pt2` is the cost of the ghost atoms (and "
+        "LAMMPS), `equitensor-pt2` vs `equitensor-sparse` that of the compiled file vs eager Python. "
+        "LAMMPS's own breakdown puts ~100% of its loop in Pair (the model) in every row (JSON).",
         "",
     ]
     for case in meta["cases"]:

@@ -15,8 +15,10 @@ and tensor building, model forward and backward (forces, and stress for periodic
 - mace-torch: ``MACECalculator(models=...)`` eager (no compile, no cuEquivariance), which builds
   a fresh matscipy neighbour list and data object every step.
 - with ``--exported``, ``equitensor-exported``: the same model written by ``equitensor export``
-  (a ``.pt2`` AOTInductor package of the cg backends, forces unfolded into the graph) and run by
-  ``EquitensorCalculator("model.pt2")`` with the same Verlet list; compilation is not timed.
+  (a ``.pt2`` AOTInductor package, forces unfolded into the graph: by default with the sparse
+  kernels as custom-operator calls) and run by ``EquitensorCalculator("model.pt2")`` with the same
+  Verlet list, and ``equitensor-exported-portable``: the ``--portable`` file (plain torch
+  operations, the cg backends compiled by AOTInductor); compilation is not timed.
 
 The two models have the same hyperparameters (``ScaleShiftMACE``, RealAgnostic interaction
 blocks, ``use_reduced_cg=False``, which is the variant equitensor's MACE reproduces number for
@@ -146,14 +148,15 @@ def mace_torch_model(hp: dict) -> torch.nn.Module:
         torch.set_default_dtype(default)
 
 
-def exported_file(hp: dict, dtype: str) -> Path:
+def exported_file(hp: dict, dtype: str, portable: bool = False) -> Path:
     """The model of :func:`equitensor_model` exported to a .pt2 file (compiled once per dtype)."""
     from equitensor.export import export_model
 
-    path = Path(tempfile.gettempdir()) / f"md_throughput_{os.getpid()}_{dtype}.pt2"
+    kind = "portable" if portable else "kernels"
+    path = Path(tempfile.gettempdir()) / f"md_throughput_{os.getpid()}_{dtype}_{kind}.pt2"
     if not path.exists():
         started = time.perf_counter()
-        export_model(equitensor_model(hp), path, dtype=dtype)
+        export_model(equitensor_model(hp), path, dtype=dtype, portable=portable)
         print(f"exported {path} in {time.perf_counter() - started:.0f} s", flush=True)
     return path
 
@@ -162,8 +165,9 @@ def make_calculator(implementation: str, hp: dict, dtype: str):
     """A fresh calculator; mace-torch's sets torch's global default dtype, so restore it."""
     default = torch.get_default_dtype()
     try:
-        if implementation == "equitensor-exported":
-            return EquitensorCalculator(exported_file(hp, dtype), skin=0.5)
+        if implementation.startswith("equitensor-exported"):
+            portable = implementation.endswith("portable")
+            return EquitensorCalculator(exported_file(hp, dtype, portable), skin=0.5)
         if implementation == "mace-torch":
             from mace.calculators import MACECalculator
 
@@ -323,7 +327,7 @@ def main() -> None:
     if args.skin0:
         implementations.append("equitensor-skin0")
     if args.exported:
-        implementations.append("equitensor-exported")
+        implementations += ["equitensor-exported", "equitensor-exported-portable"]
     if not args.no_mace:
         try:
             import mace  # noqa: F401
@@ -383,7 +387,7 @@ def main() -> None:
                     mace_rate = rate
                 rows.append(row)
                 print(
-                    f"{system:6s} {dtype:8s} {name:17s} {rate:9.2f} steps/s {row['ns_per_day']:9.4f} ns/day",
+                    f"{system:6s} {dtype:8s} {name:28s} {rate:9.2f} steps/s {row['ns_per_day']:9.4f} ns/day",
                     flush=True,
                 )
             for row in rows[-len(implementations) :]:
