@@ -348,7 +348,7 @@ class MACE(nn.Module):
             )
         return index
 
-    #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
+    #: backend settings made of plain torch operations (what ``equitensor export --portable`` compiles)
     portable_backends = {"backend": "cg", "product_backend": "cg"}
     #: backend settings of equitensor's compiled CPU kernels (custom operators ``equitensor export``
     #: puts into the file by default)

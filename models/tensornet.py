@@ -405,7 +405,7 @@ class TensorNet(nn.Module):
         """The neighbour radius (the ``cutoff``), under the name every equitensor model shares."""
         return self.cutoff
 
-    #: backend settings made of plain torch operations (what ``equitensor export`` compiles)
+    #: backend settings made of plain torch operations (what ``equitensor export --portable`` compiles)
     portable_backends = {"backend": "torch"}
     #: backend settings of equitensor's compiled CPU kernels (custom operators ``equitensor export``
     #: puts into the file by default)
