@@ -22,10 +22,11 @@ the graph by ``make_fx`` before ``torch.export`` (nequip's approach): the file h
 Input checks (unknown elements, zero-length edges) cannot run inside the compiled graph: the
 caller validates (``ExportedModel`` does, as does the LAMMPS pair style).
 
-Backends. By default MACE is exported with the ``sparse`` backend: its compiled CPU kernel goes
-into the file as calls of the custom operator ``equitensor::sparse_contract`` (with its
-derivatives unfolded into the same calls), which runs 2.5-5x faster than ``cg`` and keeps no
-per-edge intermediates, so large LAMMPS subdomains fit in memory. The operator lives in a small
+Backends. By default MACE and TensorNet are exported with the ``sparse`` backend: its compiled
+CPU kernel goes into the file as calls of the custom operator ``equitensor::sparse_contract``
+(with its derivatives unfolded into the same calls), which runs 4-9x faster than the portable
+file (benchmarks/results/md_throughput_exported.md) and keeps no per-edge intermediates, so
+large LAMMPS subdomains fit in memory. The operator lives in a small
 torch extension library: equitensor loads it (``ExportedModel`` does), the LAMMPS plugin ships
 it (``lammps/build/libequitensor_ops.so``), and plain torch loads it with
 ``torch.ops.load_library(equitensor.kernels.sparse_contract.load())``. ``portable=True``
@@ -53,8 +54,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -182,9 +185,6 @@ def custom_operators(program: torch.export.ExportedProgram) -> list[str]:
 def package_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a ``.pt2`` package, read from the archive without loading its code
     (to load the custom operators it calls first); empty if it has none."""
-    import json
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
