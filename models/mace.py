@@ -20,16 +20,14 @@ training CLI configures it, so published hyperparameters transfer:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from equitensor.errors import InputError
-from equitensor.graph import AtomicGraph, as_atomic_graph, energy_derivatives, strained
+from equitensor.graph import AtomicGraph
 from equitensor.irreps import Irrep, Irreps
-from equitensor.models.elements import element_table, lookup_elements
+from equitensor.models.potential import AtomicPotential
 from equitensor.nn import (
     GauntProductBasis,
     Linear,
@@ -48,6 +46,12 @@ class InteractionBlock(nn.Module):
     ``residual=False`` (MACE's first block) then applies an element-dependent linear map to the
     message and returns no skip connection; ``residual=True`` returns the element-dependent
     linear map of the input features, in ``irreps_residual``, as the skip connection.
+
+    ``conv_options`` go to the edge convolution's backend (``mmax`` of so2, ``rank`` and
+    ``allow_approximate`` of cp). ``shared_path_weights`` (TDN's path-weight sharing): the radial
+    function gives one weight per channel, used by every path, instead of one per path and channel.
+    ``radial(weight_numel)`` builds the module mapping the edge features to those weights (default:
+    MACE's ``RadialMLP([num_radial, *radial_MLP, weight_numel])`` of the Bessel features).
     """
 
     def __init__(
@@ -62,14 +66,25 @@ class InteractionBlock(nn.Module):
         avg_num_neighbors: float,
         residual: bool,
         backend: str,
+        conv_options: Mapping | None = None,
+        shared_path_weights: bool = False,
+        radial: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         attrs = Irreps(f"{num_elements}x0e")
         self.residual = residual
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.linear_up = Linear(irreps_node, irreps_node)
-        self.conv = EdgeConvolution(irreps_node, irreps_sh, irreps_message, backend=backend)
-        self.radial_mlp = RadialMLP([num_radial, *radial_MLP, self.conv.weight_numel])
+        self.conv = EdgeConvolution(
+            irreps_node, irreps_sh, irreps_message, backend=backend, **dict(conv_options or {})
+        )
+        self.num_paths = len(self.conv.spec.instructions)
+        self.shared_path_weights = bool(shared_path_weights)
+        weights = self.conv.weight_numel // self.num_paths if shared_path_weights else self.conv.weight_numel
+        if radial is None:
+            self.radial_mlp = RadialMLP([num_radial, *radial_MLP, weights])
+        else:
+            self.radial_mlp = radial(weights)
         self.linear = Linear(self.conv.irreps_out, irreps_message)
         if residual:
             self.skip = FullyConnectedTensorProduct(irreps_node, attrs, irreps_residual)
@@ -87,7 +102,10 @@ class InteractionBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         skip = self.skip(node_feats, node_attrs) if self.residual else None
         up = self.linear_up(node_feats)
-        message = self.conv(up, edge_vectors, self.radial_mlp(edge_feats), edge_index, edge_sh)
+        weights = self.radial_mlp(edge_feats)
+        if self.shared_path_weights:  # the uvu weights are path-major: the same C weights per path
+            weights = weights.repeat(1, self.num_paths)
+        message = self.conv(up, edge_vectors, weights, edge_index, edge_sh)
         message = self.linear(message) / self.avg_num_neighbors
         if not self.residual:
             message = self.skip(message, node_attrs)
@@ -158,25 +176,7 @@ def resolve_hidden_irreps(num_channels: int | None, max_L: int | None, hidden_ir
     return Irreps([(channels, (l, (-1) ** l)) for l in range(max_L + 1)])
 
 
-def _atomic_energies_list(
-    atomic_energies: Sequence[float] | Mapping | None, atomic_numbers: list[int]
-) -> list[float]:
-    """E0s aligned with ``atomic_numbers`` from a list, a {Z: E0} dict (keys int or str) or None."""
-    if atomic_energies is None:
-        return [0.0] * len(atomic_numbers)
-    if isinstance(atomic_energies, Mapping):
-        by_z = {int(z): float(e) for z, e in atomic_energies.items()}
-        missing = [z for z in atomic_numbers if z not in by_z]
-        if missing:
-            raise ValueError(f"atomic_energies has no E0 for atomic numbers {missing}")
-        return [by_z[z] for z in atomic_numbers]
-    values = [float(e) for e in atomic_energies]
-    if len(values) != len(atomic_numbers):
-        raise ValueError(f"atomic_energies has {len(values)} values for {len(atomic_numbers)} atomic numbers")
-    return values
-
-
-class MACE(nn.Module):
+class MACE(AtomicPotential):
     """MACE interatomic potential (ScaleShiftMACE), from equitensor's pieces.
 
     Arguments and defaults are MACE's CLI ones: ``atomic_numbers`` (the z_table), ``r_max`` (Å),
@@ -191,6 +191,9 @@ class MACE(nn.Module):
     element, channel and degree; the Gaunt MACE port) computed by the 2D-FFT, S2-grid or CG
     backend. The Gaunt basis needs messages and
     hidden irreps of spherical-signal type (``Cx0e + Cx1o + ...``, so no ``0o`` in hidden_irreps).
+    ``conv_options`` go to the edge convolution's backend (e.g. ``{"mmax": 2}`` for so2,
+    ``{"rank": 8, "allow_approximate": True}`` for cp); ``shared_path_weights`` makes the radial MLP
+    give one weight per channel shared by every path of the convolution (TDN's path-weight sharing).
 
     ``config`` holds the JSON-compatible constructor arguments, so ``equitensor.load_model``
     rebuilds the model. E0s, scale and shift are buffers that ``.to(dtype)`` casts like the
@@ -229,13 +232,11 @@ class MACE(nn.Module):
         shift: float = 0.0,
         backend: str = "cg",
         product_backend: str = "cg",
+        conv_options: Mapping | None = None,
+        shared_path_weights: bool = False,
     ) -> None:
         super().__init__()
-        atomic_numbers = [int(z) for z in atomic_numbers]
-        if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
-            raise ValueError(f"atomic_numbers must be a non-empty list of distinct Z, got {atomic_numbers}")
-        if min(atomic_numbers) < 1:
-            raise ValueError(f"atomic numbers must be >= 1, got {atomic_numbers}")
+        atomic_numbers, energies = self.init_energy_terms(atomic_numbers, atomic_energies, scale, shift)
         if num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
         if avg_num_neighbors <= 0:
@@ -259,7 +260,6 @@ class MACE(nn.Module):
         mlp_irreps = Irreps(MLP_irreps)
         if any(ir != Irrep("0e") for _, ir in mlp_irreps):
             raise ValueError(f"MLP_irreps must be scalars (Nx0e), got {mlp_irreps}")
-        energies = _atomic_energies_list(atomic_energies, atomic_numbers)
 
         self.config = {
             "atomic_numbers": atomic_numbers,
@@ -278,16 +278,11 @@ class MACE(nn.Module):
             "shift": float(shift),
             "backend": backend,
             "product_backend": product_backend,
+            "conv_options": dict(conv_options or {}),
+            "shared_path_weights": bool(shared_path_weights),
         }
         self.r_max = float(r_max)
-        self.num_elements = len(atomic_numbers)
         self.hidden_irreps = hidden
-        self.register_buffer("atomic_numbers", torch.tensor(atomic_numbers, dtype=torch.long))
-        self.register_buffer("element_index", element_table(atomic_numbers), persistent=False)
-        # float buffers start in float64 so that .double() keeps them exact; .float() casts them
-        self.register_buffer("atomic_energies", torch.tensor(energies, dtype=torch.float64))
-        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float64))
-        self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.float64))
 
         channels = hidden[0].mul
         scalars = Irreps(f"{channels}x0e")
@@ -322,6 +317,8 @@ class MACE(nn.Module):
                     avg_num_neighbors=avg_num_neighbors,
                     residual=not first,
                     backend=backend,
+                    conv_options=conv_options,
+                    shared_path_weights=shared_path_weights,
                 )
             )
             self.products.append(
@@ -338,85 +335,30 @@ class MACE(nn.Module):
             else:
                 self.readouts.append(Linear(irreps_out, "1x0e"))
 
-    def element_indices(self, numbers: torch.Tensor) -> torch.Tensor:
-        """Index of each atom's element in ``atomic_numbers``; ValueError naming unknown elements."""
-        index, unknown = lookup_elements(self.element_index, numbers)
-        if unknown:
-            raise InputError(
-                f"atomic numbers {unknown} are not in this model's atomic_numbers "
-                f"{self.atomic_numbers.tolist()}"
-            )
-        return index
-
     #: backend settings made of plain torch operations (what ``equitensor export --portable`` compiles)
     portable_backends = {"backend": "cg", "product_backend": "cg"}
     #: backend settings of equitensor's compiled CPU kernels (custom operators ``equitensor export``
     #: puts into the file by default)
     kernel_backends = {"backend": "sparse", "product_backend": "sparse"}
 
-    @property
-    def message_passing_steps(self) -> int:
-        """How many times features travel along edges (one per interaction): an atom's energy
-        depends on the atoms within ``message_passing_steps * r_max``."""
-        return len(self.interactions)
-
     def _dtype(self) -> torch.dtype:
         return self.node_embedding.weight.dtype
 
-    def forward(
-        self,
-        graph: AtomicGraph,
-        compute_forces: bool = True,
-        compute_stress: bool = False,
-        training: bool = False,
-    ) -> dict[str, torch.Tensor]:
-        """Energies (B,), node energies (N,), and forces (N, 3), stress/virial (B, 3, 3) on request.
-
-        ``training=True`` keeps the autograd graph of the forces so a loss on them can be
-        differentiated; otherwise derivative outputs are detached. ``graph`` may also be a PyG
-        batch (see :mod:`equitensor.interop.pyg`).
-        """
-        graph = as_atomic_graph(graph)
-        dtype = self._dtype()
-        if graph.positions.dtype != dtype:
-            raise ValueError(
-                f"graph positions are {graph.positions.dtype} but the model is {dtype}; "
-                f"convert one of them (graph.to(dtype=...) or model.to(...))"
+    def interaction_energy(
+        self, graph: AtomicGraph, node_attrs: torch.Tensor, vectors: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum over layers of the readouts of the node features (N,)."""
+        edge_feats = self.radial_embedding(vectors.norm(dim=-1))
+        node_feats = self.node_embedding(node_attrs)
+        # every layer's convolution uses the same SH of the edges: computed once (so2 works
+        # from the vectors themselves)
+        conv = self.interactions[0].conv
+        edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
+        readouts = []
+        for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+            message, skip = interaction(
+                node_feats, node_attrs, vectors, edge_feats, graph.edge_index, edge_sh
             )
-        index = self.element_indices(graph.numbers)
-        node_attrs = nn.functional.one_hot(index, self.num_elements).to(dtype)
-        derivatives = compute_forces or compute_stress
-        with torch.enable_grad() if derivatives else contextlib.nullcontext():
-            if derivatives:
-                work_graph, positions, strain = strained(graph)
-            else:
-                work_graph, positions, strain = graph, None, None
-            vectors = work_graph.edge_vectors()
-            edge_feats = self.radial_embedding(vectors.norm(dim=-1))
-            node_feats = self.node_embedding(node_attrs)
-            # every layer's convolution uses the same SH of the edges: computed once (so2 works
-            # from the vectors themselves)
-            conv = self.interactions[0].conv
-            edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
-            readouts = []
-            for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-                message, skip = interaction(
-                    node_feats, node_attrs, vectors, edge_feats, graph.edge_index, edge_sh
-                )
-                node_feats = product(message, skip, node_attrs)
-                readouts.append(readout(node_feats).squeeze(-1))
-            interaction_energy = self.scale.to(dtype) * torch.stack(readouts).sum(0) + self.shift.to(dtype)
-            node_energy = self.atomic_energies.to(dtype)[index] + interaction_energy
-            energy = graph.structure_sum(node_energy)
-            out = {"energy": energy, "node_energy": node_energy}
-            if derivatives:
-                out.update(
-                    energy_derivatives(
-                        energy, graph, positions, strain if compute_stress else None, training=training
-                    )
-                )
-                if not compute_forces:
-                    del out["forces"]
-                if not training:
-                    out = {key: value.detach() for key, value in out.items()}
-        return out
+            node_feats = product(message, skip, node_attrs)
+            readouts.append(readout(node_feats).squeeze(-1))
+        return torch.stack(readouts).sum(0)

@@ -30,12 +30,12 @@ class ConfigError(InputError):
     ...     load_config(None, ["model=schnet"])
     ... except ConfigError as error:
     ...     print(error)
-    quickstart preset with overrides: model must be one of mace, tensornet, got 'schnet'
+    quickstart preset with overrides: model must be one of mace, tdn, escn, facet, tensornet, got 'schnet'
     """
 
 
 CHOICES = {
-    "model": ("mace", "tensornet"),
+    "model": ("mace", "tdn", "escn", "facet", "tensornet"),
     "dtype": ("float32", "float64"),
     "scaling": ("rms_forces", "none"),
     "shift": ("zero", "mean"),
@@ -52,9 +52,10 @@ E0S_METHODS = ("auto", "isolated", "least_squares")
 class TrainConfig:
     """Everything ``equitensor train`` reads from the YAML file (units: Å, eV).
 
-    Model: ``model`` (mace | tensornet), ``model_kwargs`` (constructor arguments passed through,
-    e.g. num_channels, max_L, hidden_channels), ``backend`` (MACE's edge-convolution backend;
-    TensorNet's torch | sparse), ``r_max`` (cutoff, Å), ``dtype``.
+    Model: ``model`` (mace | tdn | escn | facet | tensornet, the classes of
+    :mod:`equitensor.models`), ``model_kwargs`` (constructor arguments passed through, e.g.
+    num_channels, max_L, rank, lmax, mmax, hidden_channels), ``backend`` (the edge-convolution
+    backend of MACE, eSCN and Facet; TensorNet's torch | sparse), ``r_max`` (cutoff, Å), ``dtype``.
     Data: ``train_file`` (default: the shipped CuNi EMT set), ``valid_file`` or
     ``valid_fraction``, ``test_file``, label keys, ``e0s`` (auto | isolated | least_squares | a
     {Z or symbol: eV} dict), ``scaling`` (rms_forces: scale = RMS force component, MACE's default),

@@ -13,7 +13,8 @@ from torch import nn
 import equitensor.models
 from equitensor.train.config import ConfigError, TrainConfig
 
-MODEL_CLASSES = {"mace": "MACE", "tensornet": "TensorNet"}
+#: ``model:`` name in the training config -> class in :mod:`equitensor.models`
+MODEL_CLASSES = {"mace": "MACE", "tdn": "TDN", "escn": "ESCN", "facet": "Facet", "tensornet": "TensorNet"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -36,8 +37,9 @@ def build_model(
 ) -> nn.Module:
     """The model of ``config.model`` with ``config.model_kwargs`` passed through.
 
-    The elements, cutoff, E0s, scale/shift (and MACE's avg_num_neighbors) come from the data and
-    the top-level config keys; setting them in model_kwargs as well is an error.
+    The elements, cutoff, E0s, scale/shift (and the message-passing models' avg_num_neighbors)
+    come from the data and the top-level config keys; setting them in model_kwargs as well is an
+    error. ``backend`` goes to models with a ``backend`` argument (MACE, eSCN, Facet).
     """
     cls = model_class(config.model)
     derived = {
@@ -46,12 +48,16 @@ def build_model(
         "scale": scale,
         "shift": shift,
     }
-    if config.model == "mace":
+    if config.model == "tensornet":
+        derived.update(cutoff=config.r_max, dtype=config.dtype)
+    else:
         derived.update(r_max=config.r_max, avg_num_neighbors=avg_num_neighbors)
         if config.backend is not None:
+            if "backend" not in inspect.signature(cls.__init__).parameters:
+                raise ConfigError(
+                    f"model {config.model!r} sets its own backend; remove backend: {config.backend}"
+                )
             derived["backend"] = config.backend
-    else:
-        derived.update(cutoff=config.r_max, dtype=config.dtype)
     kwargs = dict(config.model_kwargs)
     clash = sorted(set(kwargs) & set(derived))
     if clash:

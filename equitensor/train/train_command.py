@@ -10,7 +10,7 @@ from equitensor.train.config import TrainConfig, load_config
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "train",
-        help="train a MACE or TensorNet potential from a YAML config",
+        help="train a potential (MACE, TDN, eSCN, Facet, TensorNet) from a YAML config",
         description=(
             "Train a potential. CONFIG is a YAML file of TrainConfig keys; key=value arguments "
             "override it (dotted keys reach into mappings, e.g. model_kwargs.num_channels=32). "
