@@ -87,7 +87,9 @@ class AtomicPotential(nn.Module):
         """Measured relative equivariance error (random rotations and reflections, float64) of every
         piece that is only approximately equivariant, by module name: CP products below their exact
         rank and functions on a spherical grid. Empty when the model is exactly equivariant (up to
-        round-off). The whole model's error is of the same order (tested), not bounded by it."""
+        round-off). It is not a bound on the whole model's error, which the pieces' errors feed through
+        the layers and into the derivatives: in the tests, energies, forces and stress under random
+        rotations and reflections stay within 50x of the largest entry (about 20x for eSCN's forces)."""
         report = {}
         for name, module in self.named_modules():
             if isinstance(module, CPTensorProduct) and not module.exact:

@@ -27,6 +27,19 @@ def model_class(name: str) -> type[nn.Module]:
     return cls
 
 
+def constructor_arguments(cls: type) -> list[str]:
+    """The named arguments of ``cls``, including those its ``**kwargs`` pass on to its base class
+    (e.g. TDN's MACE arguments)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names += [p.name for p in parameters if p.kind in named and p.name != "self" and p.name not in names]
+        if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return names
+    return names
+
+
 def build_model(
     config: TrainConfig,
     atomic_numbers: list[int],
@@ -65,8 +78,7 @@ def build_model(
             f"model_kwargs sets {', '.join(clash)}, which the trainer sets from the data or from "
             "top-level keys (r_max, dtype, backend, e0s, scaling)"
         )
-    parameters = inspect.signature(cls.__init__).parameters
-    valid = [name for name in parameters if name != "self" and name not in derived]
+    valid = [name for name in constructor_arguments(cls) if name not in derived]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ConfigError(
