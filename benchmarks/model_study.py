@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +37,8 @@ COMMON = {
     "dtype": "float32",
     "valid_fraction": 0.1,
     "e0s": E0S,
-    "epochs": 20,
+    "epochs": 50,
+    "swa": True,  # mace-torch's protocol: the last 25% of the epochs energy-heavy at lr 1e-3
     "batch_size": 5,
     "valid_batch_size": 20,
     "lr": 0.01,
@@ -51,10 +51,23 @@ COMMON = {
     "tensorboard": False,
 }
 MODELS = {
-    "mace": {"model": "mace", "backend": "sparse", "model_kwargs": {"num_channels": 32, "max_L": 1, "product_backend": "sparse"}},
-    "mace-gaunt": {"model": "mace", "model_kwargs": {"num_channels": 32, "max_L": 1, "product_backend": "gaunt"}},
-    "tdn": {"model": "tdn", "model_kwargs": {"num_channels": 40, "max_L": 1, "rank": 8, "allow_approximate": True}},
-    "escn": {"model": "escn", "model_kwargs": {"num_channels": 16, "lmax": 4, "mmax": 2, "radial_MLP": [32, 32]}},
+    "mace": {
+        "model": "mace",
+        "backend": "sparse",
+        "model_kwargs": {"num_channels": 32, "max_L": 1, "product_backend": "sparse"},
+    },
+    "mace-gaunt": {
+        "model": "mace",
+        "model_kwargs": {"num_channels": 32, "max_L": 1, "product_backend": "gaunt"},
+    },
+    "tdn": {
+        "model": "tdn",
+        "model_kwargs": {"num_channels": 40, "max_L": 1, "rank": 8, "allow_approximate": True},
+    },
+    "escn": {
+        "model": "escn",
+        "model_kwargs": {"num_channels": 16, "lmax": 4, "mmax": 2, "radial_MLP": [32, 32]},
+    },
     "facet": {"model": "facet", "model_kwargs": {"num_channels": 40, "max_L": 1}},
     "tensornet": {"model": "tensornet", "model_kwargs": {"hidden_channels": 48}},
 }

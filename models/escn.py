@@ -149,6 +149,8 @@ class ESCN(AtomicPotential):
             "backend": backend,
             "grid_resolution": None if resolution is None else list(resolution),
         }
+        if mmax is not None:  # truncated: only so2 computes it, so no other backend may replace it
+            self.portable_backends, self.kernel_backends = {}, {}
         self.r_max = float(r_max)
         self.hidden_irreps = spherical_irreps(int(num_channels), int(lmax))
         self.node_embedding = Linear(f"{self.num_elements}x0e", self.hidden_irreps)
@@ -163,7 +165,7 @@ class ESCN(AtomicPotential):
         self.norm_out = EquivariantLayerNorm(self.hidden_irreps)
         self.readout = NonLinearReadout(self.hidden_irreps, Irreps(MLP_irreps))
 
-    #: the convolution's exact plain-torch and compiled-kernel forms (same numbers at mmax None)
+    #: the convolution's exact plain-torch and compiled-kernel forms (same numbers; at mmax None only)
     portable_backends = {"backend": "cg"}
     kernel_backends = {"backend": "sparse"}
 
