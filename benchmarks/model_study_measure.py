@@ -237,7 +237,8 @@ def write_report(record: dict, results: Path, commands: list[str]) -> None:
         "",
         "## Accuracy and training cost",
         "",
-        "| model | parameters | s/epoch (quiet, 2 threads) | s/epoch in the study | 300 K E RMSE (meV/atom) | 300 K F RMSE (meV/Å) "
+        "| model | parameters | s/epoch (quiet, 2 threads) | s/epoch in the study "
+        "| 300 K E RMSE (meV/atom) | 300 K F RMSE (meV/Å) "
         "| mixed-T E RMSE (meV/atom) | mixed-T F RMSE (meV/Å) "
         "| equivariance (largest measured piece error) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -247,7 +248,8 @@ def write_report(record: dict, results: Path, commands: list[str]) -> None:
         report = m["equivariance_report"]
         equivariance = f"{max(report.values()):.1e}" if report else "exact (round-off)"
         lines.append(
-            f"| {name} | {m['parameters']:,} | {m['seconds_per_epoch_quiet']:.1f} | {m['seconds_per_epoch']:.1f} "
+            f"| {name} | {m['parameters']:,} "
+            f"| {m['seconds_per_epoch_quiet']:.1f} | {m['seconds_per_epoch']:.1f} "
             f"| {cold['energy_rmse_meV_per_atom']:.2f} | {cold['forces_rmse_meV_per_A']:.1f} "
             f"| {hot['energy_rmse_meV_per_atom']:.2f} | {hot['forces_rmse_meV_per_A']:.1f} "
             f"| {equivariance} |"
