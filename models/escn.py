@@ -173,8 +173,8 @@ class ESCN(AtomicPotential):
         self, graph: AtomicGraph, node_attrs: torch.Tensor, vectors: torch.Tensor
     ) -> torch.Tensor:
         edge_feats = self.radial_embedding(vectors.norm(dim=-1))
-        conv = self.interactions[0].conv
-        edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
+        conv = self.interactions[0].conv  # every layer's convolution uses the same SH of the edges
+        edge_sh = conv.edge_spherical_harmonics(vectors) if conv.uses_sh else None
         node_feats = self.node_embedding(node_attrs)
         for layer in self.interactions:
             node_feats = layer(node_feats, vectors, edge_feats, graph.edge_index, edge_sh)

@@ -168,15 +168,12 @@ class Facet(AtomicPotential):
     portable_backends = {"backend": "cg", "product_backend": "cg"}
     kernel_backends = {"backend": "sparse", "product_backend": "sparse"}
 
-    def _dtype(self) -> torch.dtype:
-        return self.node_embedding.weight.dtype
-
     def interaction_energy(
         self, graph: AtomicGraph, node_attrs: torch.Tensor, vectors: torch.Tensor
     ) -> torch.Tensor:
         lengths = vectors.norm(dim=-1)
-        conv = self.interactions[0].conv
-        edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
+        conv = self.interactions[0].conv  # every layer's convolution uses the same SH of the edges
+        edge_sh = conv.edge_spherical_harmonics(vectors) if conv.uses_sh else None
         node_feats = self.node_embedding(node_attrs)
         readouts = []
         for interaction, contraction, mixing, readout in zip(

@@ -341,19 +341,14 @@ class MACE(AtomicPotential):
     #: puts into the file by default)
     kernel_backends = {"backend": "sparse", "product_backend": "sparse"}
 
-    def _dtype(self) -> torch.dtype:
-        return self.node_embedding.weight.dtype
-
     def interaction_energy(
         self, graph: AtomicGraph, node_attrs: torch.Tensor, vectors: torch.Tensor
     ) -> torch.Tensor:
         """Sum over layers of the readouts of the node features (N,)."""
         edge_feats = self.radial_embedding(vectors.norm(dim=-1))
         node_feats = self.node_embedding(node_attrs)
-        # every layer's convolution uses the same SH of the edges: computed once (so2 works
-        # from the vectors themselves)
-        conv = self.interactions[0].conv
-        edge_sh = None if conv.backend in ("so2", "auto") else conv.edge_spherical_harmonics(vectors)
+        conv = self.interactions[0].conv  # every layer's convolution uses the same SH of the edges
+        edge_sh = conv.edge_spherical_harmonics(vectors) if conv.uses_sh else None
         readouts = []
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             message, skip = interaction(

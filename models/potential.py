@@ -99,6 +99,7 @@ class AtomicPotential(nn.Module):
         return report
 
     def _dtype(self) -> torch.dtype:
+        """The parameters' dtype, which the graph's positions must have."""
         return next(p.dtype for p in self.parameters() if p.is_floating_point())
 
     def interaction_energy(

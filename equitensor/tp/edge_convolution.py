@@ -126,6 +126,12 @@ class EdgeConvolution(nn.Module):
     def weight_numel(self) -> int:
         return self.spec.weight_numel
 
+    @property
+    def uses_sh(self) -> bool:
+        """Whether the backend takes the edges' spherical harmonics (so a model computes them once
+        for all its layers); so2 works from the edge vectors, an unresolved ``auto`` says False."""
+        return self.product is not None and self.product.uses_sh
+
     def _with_backend(self, backend: str) -> EdgeConvolution:
         return EdgeConvolution(self.irreps_node, self.irreps_sh, self.irreps_out, backend=backend)
 
