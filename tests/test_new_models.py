@@ -225,6 +225,7 @@ def test_cli_train_on_shipped_data_then_md_eval_and_calculator(tmp_path, name, c
     assert cli_main(["train", *overrides]) == 0
     out = capsys.readouterr().out
     assert f"model: {type(MODELS[name]()).__name__} with" in out and "epoch 1/1" in out
+    assert "approximately equivariant: 2 piece(s), largest measured relative equivariance error" in out
     model_path = tmp_path / "run" / "m.model"
     structure = tmp_path / "cu.xyz"
     ase.io.write(structure, bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2))

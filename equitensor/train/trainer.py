@@ -114,6 +114,13 @@ class Trainer:
         self.log(
             f"model: {type(self.model).__name__} with {num_parameters} parameters, config {self.model.config}"
         )
+        report = getattr(self.model, "equivariance_report", dict)()
+        if report:  # approximate pieces (CP below exact rank, grid functions): say how approximate
+            worst = max(report, key=report.get)
+            self.log(
+                f"approximately equivariant: {len(report)} piece(s), largest measured relative "
+                f"equivariance error {report[worst]:.2e} ({worst}); see model.equivariance_report()"
+            )
         self.loss = WeightedLoss(
             config.energy_weight,
             config.forces_weight,
