@@ -65,7 +65,7 @@ def test_unknown_override_key(tmp_path):
     [
         ("epochs: many\n", "epochs must be int"),
         ("epochs: true\n", "epochs must be int"),
-        ("model: nequip\n", "model must be one of mace, tensornet"),
+        ("model: nequip\n", "model must be one of mace, tdn, escn, facet, tensornet"),
         ("loss: l1\n", "loss must be one of mse, huber"),
         ("lr: -1\n", "lr must be > 0"),
         ("valid_fraction: 1.5\n", r"valid_fraction must be in \[0, 1\)"),
