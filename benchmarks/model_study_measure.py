@@ -59,16 +59,21 @@ def accuracy(out: Path, name: str) -> dict:
         path = out / "metrics" / f"{name}_{test}.json"
         path.parent.mkdir(exist_ok=True)
         model = out / "runs" / name / f"{name}.model"
-        code = cli_main(
-            [
-                "eval",
-                "--model",
-                str(model),
-                "--data",
-                str(out / "data" / f"{test}.xyz"),
-                "--metrics-json",
-                str(path),
-            ]
+        fresh = path.is_file() and path.stat().st_mtime > model.stat().st_mtime  # evaluated already
+        code = (
+            0
+            if fresh
+            else cli_main(
+                [
+                    "eval",
+                    "--model",
+                    str(model),
+                    "--data",
+                    str(out / "data" / f"{test}.xyz"),
+                    "--metrics-json",
+                    str(path),
+                ]
+            )
         )
         if code != 0:
             raise SystemExit(f"eval of {name} on {test} failed")
