@@ -166,7 +166,7 @@ def speed(out: Path, structures: dict, repeats: int = 3) -> dict:
         difference = float(np.abs(forces[0] - forces[1]).max())
         if difference > 1e-4:
             raise SystemExit(f"{label} disagrees with {reference}: max force difference {difference} eV/Å")
-    steps = {"3bpa_27": (40, 40), "fcc_864": (3, 3)}
+    steps = {"3bpa_27": (30, 30), "fcc_864": (2, 2)}
     samples: dict = {
         label: {s: {"latency_ms": [], "md_steps_per_s": []} for s in structures} for label in calculators
     }
