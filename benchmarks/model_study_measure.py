@@ -222,11 +222,6 @@ def measure(out: Path, models: list[str], results: Path) -> None:
 
 def write_report(record: dict, results: Path, commands: list[str]) -> None:
     """model_study.md (tables; the analysis is written by hand below the marker) and model_study.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     models, speed = record["models"], record["speed"]
     lines = [
         "# Model study: every equitensor model on 3BPA, one budget",
@@ -288,6 +283,17 @@ def write_report(record: dict, results: Path, commands: list[str]) -> None:
     lines += ["", "## What the numbers show", "", "<!-- analysis -->", ""]
     (results / "model_study.md").write_text("\n".join(lines))
 
+    plot(record, results)
+
+
+def plot(record: dict, results: Path) -> None:
+    """model_study.png: mixed-T force RMSE against MD steps/s, one panel per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models, speed = record["models"], record["speed"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, system in zip(axes, ("3bpa_27", "fcc_864")):
         for label, per_system in speed.items():
@@ -295,11 +301,14 @@ def write_report(record: dict, results: Path, commands: list[str]) -> None:
             if name not in models:
                 continue
             error = models[name]["accuracy"]["test_mixedT"]["forces_rmse_meV_per_A"]
-            ax.scatter(per_system[system]["md_steps_per_s"], error)
-            ax.annotate(label, (per_system[system]["md_steps_per_s"], error), fontsize=7)
+            x = per_system[system]["md_steps_per_s"]
+            ax.scatter(x, error)
+            ax.annotate(label, (x, error), fontsize=7, rotation=35, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel(f"MD steps/s, {system} (float32, 2 threads)")
         ax.set_ylabel("mixed-T force RMSE (meV/Å)")
     figure.suptitle("3BPA: accuracy vs speed, same training budget")
+    for ax in axes:
+        ax.set_ylim(top=ax.get_ylim()[1] + 25)
     figure.tight_layout()
     figure.savefig(results / "model_study.png", dpi=120)
